@@ -1,0 +1,1 @@
+"""The edge: the redirect hot path and the /api/v1 link API in one ASGI app."""

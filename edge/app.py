@@ -1,0 +1,63 @@
+"""The edge ASGI app: a two-way dispatch with no middleware in front of the redirect.
+
+``/{code}`` goes straight to the raw-ASGI redirect handler (``edge.redirect``); every other path
+(``/api/v1/...``, ``/healthz``, ``/readyz``, ``/metrics``) goes to the Starlette app of
+``edge.api``. Resources (Redis, the Postgres pool, the caches, the click recorder) are created in
+the lifespan, once per worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from edge.api import build_api
+from edge.redirect import RedirectHandler
+from edge.resources import Resources
+from linkedge.settings import Settings
+
+# First path segments that are never short codes: the API app owns them.
+RESERVED = frozenset({"api", "healthz", "readyz", "metrics", "favicon.ico", "robots.txt", "static", "docs"})
+
+
+class EdgeApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.resources: Resources | None = None
+        self.redirect: Any = None
+        self.api: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            # One segment that is not reserved: a short code. Everything else: the API app.
+            if path.count("/") == 1 and path[1:] not in RESERVED:
+                await self.redirect(scope, receive, send)
+            else:
+                await self.api(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.resources = await Resources.open(self.settings)
+                    self.redirect = RedirectHandler(self.resources)
+                    self.api = build_api(self.resources, reserved=RESERVED)
+                except Exception as exc:  # report to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    raise
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.resources is not None:
+                    await self.resources.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app() -> EdgeApp:
+    """Granian factory (``--factory edge.app:create_app``): settings from the environment."""
+    return EdgeApp(Settings.from_env())

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the edge, shared by every Granian worker (multiprocess mode).
+
+``linkedge edge`` sets ``PROMETHEUS_MULTIPROC_DIR`` (wiped at start) before the workers import
+this module. The redirect path does not touch these per request: it counts in plain ints and
+``edge.redirect`` folds them in on a timer (see ``HotCounters``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from linkedge import __version__
+
+REDIRECTS = Counter("linkedge_redirects_total", "Redirect requests answered, by HTTP status", ["status"])
+CACHE_LOOKUPS = Counter(
+    "linkedge_link_lookups_total",
+    "Short-code lookups by the tier that answered (local, local_miss, redis, postgres, none)",
+    ["tier"],
+)
+CLICK_FLUSH_EVENTS = Histogram(
+    "linkedge_click_flush_events",
+    "Click events per flush to Redis",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+CLICK_FLUSH_ERRORS = Counter("linkedge_click_flush_errors_total", "Click flushes to Redis that failed")
+CLICKS_RECORDED = Counter("linkedge_clicks_recorded_total", "Clicks written to Redis")
+CLICKS_SPOOLED = Counter("linkedge_clicks_spooled_total", "Clicks written to the local spool file")
+CLICKS_DROPPED = Counter(
+    "linkedge_clicks_dropped_total", "Clicks dropped because memory and spool were full", ["reason"]
+)
+CLICKS_PENDING = Gauge(
+    "linkedge_clicks_pending", "Clicks held in worker memory, not yet in Redis", multiprocess_mode="livesum"
+)
+INVALIDATIONS = Counter("linkedge_cache_invalidations_total", "Link invalidations received over Redis")
+API_REQUESTS = Counter(
+    "linkedge_api_requests_total", "API requests by route template, method and status", ["route", "method", "status"]
+)
+API_LATENCY = Histogram("linkedge_api_request_duration_seconds", "API request latency", ["route"])
+RATE_LIMITED = Counter("linkedge_rate_limited_total", "API requests rejected with 429")
+BUILD_INFO = Gauge("linkedge_build_info", "Build information", ["version"], multiprocess_mode="max")
+BUILD_INFO.labels(version=__version__).set(1)

@@ -1,0 +1,279 @@
+"""Test harness: real Redis, real PostgreSQL and the real ClickHouse engine, started here.
+
+The stores run once per test session on free ports in a temporary directory and are stopped at the
+end; nothing on the machine's own 6379/5432 is used. Tests isolate themselves by creating their own
+account (``account`` factory) and codes rather than by wiping shared state, so a session-wide edge
+server with a warm cache stays correct between tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis
+
+from linkedge import apikeys
+from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from linkedge.migrate import migrate_postgres
+from linkedge.settings import Secret, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Stores:
+    redis: EmbeddedRedis
+    postgres: EmbeddedPostgres
+    clickhouse_dir: Path
+    tmp: Path
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url
+
+    @property
+    def clickhouse_url(self) -> str:
+        return f"chdb://{self.clickhouse_dir}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a linkedge subprocess pointed at these stores."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LINKEDGE_", "PROMETHEUS_"))}
+        env.update(
+            REDIS_URL=self.redis_url,
+            DATABASE_URL=self.database_url,
+            CLICKHOUSE_URL=self.clickhouse_url,
+            CLICK_SPOOL_DIR=str(self.tmp / f"spool-{uuid.uuid4().hex[:8]}"),
+            LOG_LEVEL="WARNING",
+        )
+        env.update(extra)
+        return env
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine from a synchronous test."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    tmp = tmp_path_factory.mktemp("stores")
+    rds = EmbeddedRedis(tmp / "redis", persist=False).start()
+    pg = EmbeddedPostgres(tmp / "postgres").start()
+    try:
+        run(migrate_postgres(pg.url))
+        yield Stores(redis=rds, postgres=pg, clickhouse_dir=tmp / "clickhouse", tmp=tmp)
+    finally:
+        rds.stop()
+        pg.stop()
+
+
+@pytest.fixture
+def settings(stores: Stores, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=Secret(stores.redis_url),
+        database_url=Secret(stores.database_url),
+        clickhouse_url=Secret(stores.clickhouse_url),
+        click_spool_dir=str(tmp_path / "spool"),
+    )
+
+
+@pytest.fixture
+def redis_client(stores: Stores) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(stores.redis_url)
+    yield client
+    client.close()
+
+
+class Db:
+    """Synchronous one-shot queries against the test Postgres, for assertions."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def _with_conn(self, method: str, sql: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        try:
+            return await getattr(conn, method)(sql, *args)
+        finally:
+            await conn.close()
+
+    def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return run(self._with_conn("fetch", sql, *args))  # type: ignore[no-any-return]
+
+    def fetchval(self, sql: str, *args: Any) -> Any:
+        return run(self._with_conn("fetchval", sql, *args))
+
+    def execute(self, sql: str, *args: Any) -> str:
+        return run(self._with_conn("execute", sql, *args))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db(stores: Stores) -> Db:
+    return Db(stores.database_url)
+
+
+@dataclasses.dataclass
+class Account:
+    name: str
+    key: str
+    key_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def account(stores: Stores) -> Callable[..., Account]:
+    """Factory: a new account with a key of the given scopes (all by default)."""
+
+    def make(scopes: tuple[str, ...] = apikeys.SCOPES, name: str | None = None) -> Account:
+        account_name = name or f"acct-{uuid.uuid4().hex[:12]}"
+
+        async def go() -> tuple[int, str]:
+            conn = await asyncpg.connect(stores.database_url, timeout=10)
+            try:
+                return await apikeys.create_key(conn, account_name, scopes)
+            finally:
+                await conn.close()
+
+        key_id, key = run(go())
+        return Account(name=account_name, key=key, key_id=key_id)
+
+    return make
+
+
+class Process:
+    """A linkedge command run as a subprocess in its own process group."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self._out = open(log, "ab")
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait, then SIGKILL the whole group; return the exit code."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+
+def wait_http(url: str, proc: Process, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited {proc.proc.returncode}:\n{proc.output()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not up within {timeout}s:\n{proc.output()[-4000:]}")
+
+
+@dataclasses.dataclass
+class Edge:
+    url: str
+    process: Process
+    workers: int
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, follow_redirects=False, timeout=10, **kwargs)
+
+
+@pytest.fixture
+def linkedge_process(stores: Stores, tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Factory: run ``linkedge SUBCOMMAND`` against the test stores; stopped at teardown."""
+    started: list[Process] = []
+
+    def start(*subcommand: str, **env: str) -> Process:
+        log = tmp_path / f"{subcommand[0]}-{len(started)}.log"
+        proc = Process([sys.executable, "-m", "linkedge.cli", *subcommand], stores.env(**env), log)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def start_edge(linkedge_process: Callable[..., Process], tmp_path: Path) -> Callable[..., Edge]:
+    """Factory: a real Granian edge server with ``workers`` workers on a free port."""
+
+    def start(workers: int = 2, **env: str) -> Edge:
+        port = free_port()
+        proc = linkedge_process(
+            "edge",
+            PORT=str(port),
+            EDGE_WORKERS=str(workers),
+            PROMETHEUS_MULTIPROC_DIR=str(tmp_path / f"prom-{port}"),
+            **env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz", proc)
+        return Edge(url=url, process=proc, workers=workers)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def shared_edge(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """One edge server with two workers for the whole session (API and redirect tests)."""
+    tmp = tmp_path_factory.mktemp("shared-edge")
+    port = free_port()
+    env = stores.env(PORT=str(port), EDGE_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"),
+                     CLICK_SPOOL_DIR=str(tmp / "spool"))
+    proc = Process([sys.executable, "-m", "linkedge.cli", "edge"], env, tmp / "edge.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz", proc)
+        yield Edge(url=url, process=proc, workers=2)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def edge(shared_edge: Edge) -> Iterator[httpx.Client]:
+    with shared_edge.client() as client:
+        yield client

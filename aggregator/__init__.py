@@ -1,0 +1,1 @@
+"""``linkedge aggregator``: moves click counters from Redis to Postgres, exactly once."""

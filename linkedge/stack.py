@@ -1,0 +1,429 @@
+"""``linkedge up``: the whole stack in the foreground, with embedded stores where no URL is given.
+
+State lives under ``LINKEDGE_HOME`` (default ``.linkedge``) and is kept across runs: the store data,
+the ports picked for the embedded stores (``ports.json``, reused while still free so that URLs stay
+stable), and ``run.env`` with the URLs and the demo API key. ``up.json`` lists the pid of every
+process this run started, each the leader of its own process group: a later run uses it to clean
+up after one that was SIGKILLed, and the tests use it to check that a stop leaves nothing behind.
+
+Stopping (Ctrl-C, SIGTERM, SIGHUP): the edge, the aggregator and analytics get SIGTERM and up to
+``STOP_TIMEOUT_S`` to drain, then whatever is left of their groups gets SIGKILL; then Postgres and
+Redis stop. A child that exits on its own stops the whole stack with exit status 1 rather than
+being restarted: a stack that silently stopped counting clicks would be worse than a loud stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import asyncpg
+
+from linkedge import apikeys
+from linkedge.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, chdb_url, free_port
+from linkedge.migrate import migrate_postgres
+from linkedge.settings import Settings
+
+log = logging.getLogger("linkedge.up")
+
+DEMO_ACCOUNT = "demo"
+DEMO_CODE = "hello"
+DEMO_TARGET = "https://example.com/"
+APPS = ("edge", "aggregator", "analytics")
+STOP_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_OURS = (b"linkedge", b"redis-server", b"postgres", b"granian")  # what a recorded pid may run
+
+
+class Stop(Exception):
+    """A signal asked the stack to stop."""
+
+
+class StackError(RuntimeError):
+    """The stack cannot run: a port is taken, another ``up`` owns the state, a child died."""
+
+
+def home_dir() -> Path:
+    """Where ``up`` keeps its state: ``LINKEDGE_HOME``, else ``.linkedge`` in the current directory."""
+    return Path(os.environ.get("LINKEDGE_HOME") or ".linkedge").resolve()
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    stack = Stack(settings, home_dir())
+    previous = {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS}
+    try:
+        return stack.run()
+    except Stop as stop:
+        log.info("stopping on %s", stop)
+        return 0
+    except (StackError, EmbeddedError) as exc:
+        print(f"linkedge up: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stop(signal.Signals(signum).name)
+
+
+class Stack:
+    def __init__(self, settings: Settings, home: Path) -> None:
+        self.settings = settings
+        self.home = home
+        self.state_file = home / "up.json"
+        self.stores: dict[str, EmbeddedRedis | EmbeddedPostgres] = {}
+        self.apps: dict[str, subprocess.Popen[bytes]] = {}
+        self.ready = False
+
+    # -- start -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._claim_home()
+        ports = self._app_ports()
+        env = self._start_stores()
+        env["ANALYTICS_URL"] = f"http://127.0.0.1:{ports['ANALYTICS_PORT']}"
+        asyncio.run(migrate_postgres(env["DATABASE_URL"]))
+        key = asyncio.run(ensure_demo(env["DATABASE_URL"], read_env_file(self.run_env).get("LINKEDGE_API_KEY")))
+        edge_url = self.settings.replace(port=ports["PORT"]).base_url
+        write_env_file(self.run_env, {"LINKEDGE_URL": edge_url, "LINKEDGE_API_KEY": key, **env})
+        child_env = {**os.environ, **env, **{name: str(port) for name, port in ports.items()}}
+        child_env.setdefault("CLICK_SPOOL_DIR", str(self.home / "spool"))
+        for name in APPS:
+            self._start_app(name, child_env)
+        self._wait_ready(ports)
+        self.ready = True
+        self._record()
+        self._banner(edge_url, key, env)
+        return self._watch()
+
+    @property
+    def run_env(self) -> Path:
+        return self.home / "run.env"
+
+    def _claim_home(self) -> None:
+        """Refuse a second ``up`` on the same state; stop what a SIGKILLed one left running."""
+        state = _read_json(self.state_file)
+        owner = state.get("pid")
+        if isinstance(owner, int) and owner != os.getpid() and _runs_ours(owner):
+            raise StackError(f"another `linkedge up` (pid {owner}) is running from {self.home}; stop it first")
+        for name, pid in dict(state.get("processes", {})).items():
+            if isinstance(pid, int) and _runs_ours(pid):
+                log.warning("stopping %s (pid %d) left running by a killed `linkedge up`", name, pid)
+                _stop_group(pid, signal.SIGTERM, 10.0)
+        self._record()
+
+    def _app_ports(self) -> dict[str, int]:
+        """The ports the edge, analytics and the aggregator bind: as configured, 0 meaning a free one."""
+        wanted = {
+            "PORT": (self.settings.port, self.settings.host),
+            "ANALYTICS_PORT": (self.settings.analytics_port, self.settings.metrics_host),
+            "AGGREGATOR_METRICS_PORT": (self.settings.aggregator_metrics_port, self.settings.metrics_host),
+        }
+        ports = {}
+        for name, (port, host) in wanted.items():
+            if port == 0:
+                port = free_port()
+            elif not port_free(port, host):
+                raise StackError(f"port {port} on {host} is taken: set {name} to another port (0: any free one)")
+            ports[name] = port
+        return ports
+
+    def _start_stores(self) -> dict[str, str]:
+        """Start an embedded store for each store URL that is not set; return the URLs in use."""
+        saved = _read_json(self.home / "ports.json")
+        urls = {
+            "REDIS_URL": self.settings.redis_url.get(),
+            "DATABASE_URL": self.settings.database_url.get(),
+            "CLICKHOUSE_URL": self.settings.clickhouse_url.get(),
+        }
+        if not urls["REDIS_URL"]:
+            log.info("starting embedded redis under %s", self.home / "redis")
+            store = EmbeddedRedis(self.home / "redis", _reuse(saved.get("redis")))
+            self.stores["redis"] = store
+            urls["REDIS_URL"] = store.start().url
+        if not urls["DATABASE_URL"]:
+            log.info("starting embedded postgres under %s", self.home / "postgres")
+            pg = EmbeddedPostgres(self.home / "postgres", _reuse(saved.get("postgres")))
+            self.stores["postgres"] = pg
+            urls["DATABASE_URL"] = pg.start().url
+        if not urls["CLICKHOUSE_URL"]:
+            urls["CLICKHOUSE_URL"] = chdb_url(self.home / "clickhouse")
+        _write_json(self.home / "ports.json", {**saved, **{n: s.port for n, s in self.stores.items()}})
+        self._record()
+        return urls
+
+    def _start_app(self, name: str, env: dict[str, str]) -> None:
+        if name == "edge":
+            env = {**env}
+            env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.home / "prometheus"))
+        self.apps[name] = subprocess.Popen(
+            [sys.executable, "-m", "linkedge.cli", name],
+            env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        self._record()
+
+    def _wait_ready(self, ports: dict[str, int]) -> None:
+        host = self.settings.host if self.settings.host not in {"0.0.0.0", "::", ""} else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        probes = {
+            "edge": f"http://{host}:{ports['PORT']}/healthz",
+            "aggregator": f"http://127.0.0.1:{ports['AGGREGATOR_METRICS_PORT']}/healthz",
+            "analytics": f"http://127.0.0.1:{ports['ANALYTICS_PORT']}/healthz",
+        }
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while probes:
+            self._check_apps()
+            probes = {name: url for name, url in probes.items() if not answers(url)}
+            if probes and time.monotonic() > deadline:
+                raise StackError(f"{', '.join(probes)} did not answer /healthz within {READY_TIMEOUT_S:.0f}s")
+            time.sleep(0.2)
+
+    def _banner(self, edge_url: str, key: str, env: dict[str, str]) -> None:
+        auth = f'-H "Authorization: Bearer {key}"'
+        run_env = os.path.relpath(self.run_env) if self.run_env.is_relative_to(Path.cwd()) else str(self.run_env)
+        print(
+            f"""
+linkedge is up (Ctrl-C stops everything)
+  edge       {edge_url}   ({self.settings.workers} worker(s))
+  API key    {key}   (account {DEMO_ACCOUNT!r})
+  demo link  {edge_url}/{DEMO_CODE} -> {DEMO_TARGET}
+  analytics  {env['ANALYTICS_URL']}
+  stores     {_redact(env['REDIS_URL'])}  {_redact(env['DATABASE_URL'])}  {_redact(env['CLICKHOUSE_URL'])}
+  all of it  {run_env}
+
+Try:
+  curl -sI {edge_url}/{DEMO_CODE}
+  curl -s {auth} -H 'Content-Type: application/json' \\
+       -d '{{"url": "https://example.org/", "code": "try-me"}}' {edge_url}/api/v1/links
+  curl -sI {edge_url}/try-me
+  curl -s {auth} {edge_url}/api/v1/links
+  set -a; . {run_env}; set +a; linkedge reconcile
+""",
+            flush=True,
+        )
+
+    def _watch(self) -> int:
+        while True:
+            self._check_apps()
+            time.sleep(0.2)
+
+    def _check_apps(self) -> None:
+        for name, proc in self.apps.items():
+            code = proc.poll()
+            if code is not None:
+                raise StackError(
+                    f"`linkedge {name}` (pid {proc.pid}) exited with status {code}; stopping the stack "
+                    "(its output is above)"
+                )
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every process this run started: the apps first (they drain into the stores), then the stores."""
+        for proc in self.apps.values():
+            if proc.poll() is None:
+                _signal_pid(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for name, proc in self.apps.items():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("%s (pid %d) did not stop within %.0fs; killing it", name, proc.pid, STOP_TIMEOUT_S)
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            _stop_group(proc.pid, signal.SIGKILL, 5.0)  # workers or helpers that outlived their leader
+        for name in ("postgres", "redis"):
+            store = self.stores.get(name)
+            if store is not None and getattr(store, "proc", None) is not None:
+                store.stop()
+                _stop_group(store.pid, signal.SIGKILL, 5.0)
+        self.apps.clear()
+        self.stores.clear()
+        self.state_file.unlink(missing_ok=True)
+
+    def _record(self) -> None:
+        processes = {name: proc.pid for name, proc in self.apps.items()}
+        for name, store in self.stores.items():
+            if getattr(store, "proc", None) is not None:
+                processes[name] = store.pid
+        _write_json(self.state_file, {"pid": os.getpid(), "ready": self.ready, "processes": processes})
+
+
+async def ensure_demo(dsn: str, previous_key: str | None) -> str:
+    """Ensure the demo account, its key and the demo link; return the key.
+
+    Keys are stored as digests only, so the key of a previous run (from its run.env) is reused when
+    its digest is still an active key of the demo account; otherwise a new one is made.
+    """
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        account_id = await apikeys.ensure_account(conn, DEMO_ACCOUNT)
+        key = previous_key or ""
+        if not key or not await conn.fetchval(
+            "SELECT 1 FROM api_keys WHERE digest = $1 AND account_id = $2 AND revoked_at IS NULL",
+            apikeys.digest(key), account_id,
+        ):
+            _, key = await apikeys.create_key(conn, DEMO_ACCOUNT)
+        # A demo link that was edited or deleted keeps its row: DO NOTHING leaves it as the user left it.
+        await conn.execute(
+            "INSERT INTO links (account_id, code, url) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING",
+            account_id, DEMO_CODE, DEMO_TARGET,
+        )
+        return key
+    finally:
+        await conn.close()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines as written by ``write_env_file`` (values shell-quoted)."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        name, sep, raw = line.partition("=")
+        if sep and name.strip() and not name.lstrip().startswith("#"):
+            parts = shlex.split(raw) if raw.strip() else [""]
+            values[name.strip()] = parts[0] if parts else ""
+    return values
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> None:
+    """Write ``NAME=value`` lines a shell can source (``set -a; . FILE; set +a``); 0600: it holds a key."""
+    body = "# Written by `linkedge up`; source it: set -a; . " + path.name + "; set +a\n"
+    body += "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(body)
+    os.replace(tmp, path)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listener could bind ``host:port`` now (a socket in TIME_WAIT does not count)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def answers(url: str) -> bool:
+    """Whether an HTTP server answers ``url`` with anything but a 5xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return int(resp.status) < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
+def _reuse(port: object) -> int | None:
+    """A port saved by a previous run, when it is still free; None picks a new one."""
+    if isinstance(port, int) and 0 < port < 65536 and port_free(port):
+        return port
+    return None
+
+
+def _redact(url: str) -> str:
+    """A URL without its password, for printing."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at and ":" in userinfo:
+        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
+    return url
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _runs_ours(pid: int) -> bool:
+    """Whether ``pid`` is alive and runs something ``up`` starts (guards against pid reuse)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid
+    return any(word in cmdline for word in _OURS)
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_group(pgid: int, sig: int, timeout: float) -> None:
+    """Signal the process group ``pgid``; SIGKILL what is left of it after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    try:
+        os.killpg(pgid, sig)
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            os.killpg(pgid, 0)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if ``up`` dies, even by SIGKILL (Linux only)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

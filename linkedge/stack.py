@@ -97,6 +97,7 @@ class Stack:
         self.stores: dict[str, EmbeddedRedis | EmbeddedPostgres] = {}
         self.apps: dict[str, subprocess.Popen[bytes]] = {}
         self.ready = False
+        self.claimed = False  # up.json is ours to write and remove
 
     # -- start -----------------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Stack:
             if isinstance(pid, int) and _runs_ours(pid):
                 log.warning("stopping %s (pid %d) left running by a killed `linkedge up`", name, pid)
                 _stop_group(pid, signal.SIGTERM, 10.0)
+        self.claimed = True
         self._record()
 
     def _app_ports(self) -> dict[str, int]:
@@ -263,9 +265,12 @@ Try:
                 _stop_group(store.pid, signal.SIGKILL, 5.0)
         self.apps.clear()
         self.stores.clear()
-        self.state_file.unlink(missing_ok=True)
+        if self.claimed:
+            self.state_file.unlink(missing_ok=True)
 
     def _record(self) -> None:
+        if not self.claimed:
+            return
         processes = {name: proc.pid for name, proc in self.apps.items()}
         for name, store in self.stores.items():
             if getattr(store, "proc", None) is not None:

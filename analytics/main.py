@@ -1,0 +1,206 @@
+"""``linkedge analytics``: click events from the Redis streams, enriched, into ClickHouse.
+
+One pass (``Analytics.tick``), run by the shared worker loop (``linkedge.worker``):
+
+1. take a batch: entries idle too long in a dead consumer's pending list (XAUTOCLAIM, checked every
+   few seconds), else new entries (XREADGROUP, blocking up to ``ANALYTICS_BLOCK_MS``);
+2. decode and enrich each entry; an undecodable one is counted, logged and set aside;
+3. insert the batch into ClickHouse in one insert, with a deduplication token of its entry ids;
+4. only then XACK (and move the set-aside entries to the dead-letter stream in the same MULTI).
+
+If the insert fails the pass raises: the worker loop backs off and the next pass retries the SAME
+batch (same rows, same token) without reading anything new, refreshing its idle time so no other
+consumer claims it meanwhile. Nothing is acknowledged that is not in ClickHouse. A background task
+trims the streams below what every group acknowledged and publishes the lag, outage or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from analytics import metrics
+from analytics.consumer import Entry, StreamReader
+from analytics.enrich import Enricher, salt_secret
+from analytics.server import AnalyticsServer
+from analytics.writer import ClickHouseWriter, batch_token
+from linkedge import events
+from linkedge.settings import Settings
+from linkedge.worker import run_worker, wait_or_stop
+
+log = logging.getLogger("linkedge.analytics")
+
+MAINTENANCE_INTERVAL_S = 2.0
+_POLL_INTERVAL_S = 0.01  # the read itself blocks up to ANALYTICS_BLOCK_MS when idle
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    entries: list[Entry]  # decoded and enriched: go to ClickHouse
+    rows: list[list[Any]]
+    dead: list[Entry]  # undecodable: go to the dead-letter stream
+    token: str
+    inserted: bool = False
+
+
+class Analytics:
+    name = "analytics"
+
+    def __init__(self, settings: Settings, *, consumer: str | None = None) -> None:
+        settings.require("redis_url", "clickhouse_url")
+        self.settings = settings
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis_url.get(), socket_timeout=max(5.0, settings.analytics_block_ms / 1000 + 5),
+            socket_connect_timeout=5,
+        )
+        self.reader = StreamReader(
+            self.redis,
+            shards=settings.click_shards,
+            consumer=consumer or f"{socket.gethostname()}-{os.getpid()}",
+            batch_size=settings.analytics_batch_size,
+            block_ms=settings.analytics_block_ms,
+            claim_idle_ms=settings.analytics_claim_idle_ms,
+        )
+        self.writer = ClickHouseWriter(settings.clickhouse_url.get())
+        self.enricher = Enricher(salt_secret(), store_raw_ip=settings.store_raw_ip)
+        self.server = AnalyticsServer(self.writer, self._redis_ready)
+        self._groups_ready = False
+        self._held: Batch | None = None
+        self._next_claim = 0.0
+        self._stop_maintenance = asyncio.Event()
+        self._maintenance: asyncio.Task[None] | None = None
+        self.totals = {"inserted": 0, "dead_letter": 0, "batches": 0, "claimed": 0, "trimmed": 0}
+
+    async def start(self) -> None:
+        await self.server.start(self.settings.metrics_host, self.settings.analytics_port)
+        self._maintenance = asyncio.create_task(self._maintain())
+
+    async def tick(self) -> bool:
+        if self._held is None:
+            if not self._groups_ready:
+                await self.reader.ensure_groups()
+                self._groups_ready = True
+            entries = await self._take()
+            if not entries:
+                return False
+            self._held = self._prepare(entries)
+        else:
+            await self.reader.hold(self._held.entries + self._held.dead)
+        batch = self._held
+        await self._commit(batch)
+        self._held = None
+        return len(batch.entries) + len(batch.dead) >= self.settings.analytics_batch_size // 2
+
+    async def _take(self) -> list[Entry]:
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + max(1.0, self.settings.analytics_claim_idle_ms / 2000)
+            claimed = await self.reader.claim()
+            if claimed:
+                metrics.CLAIMED.inc(len(claimed))
+                self.totals["claimed"] += len(claimed)
+                log.info("claimed %d entries from idle consumers", len(claimed), extra={"claimed": len(claimed)})
+                return claimed
+        try:
+            return await self.reader.read()
+        except aioredis.ResponseError:
+            self._groups_ready = False  # the stream or group vanished (Redis restarted empty): recreate
+            raise
+
+    def _prepare(self, entries: list[Entry]) -> Batch:
+        good: list[Entry] = []
+        rows: list[list[Any]] = []
+        dead: list[Entry] = []
+        for entry in entries:
+            try:
+                rows.append(self.enricher.row(events.decode(entry.fields.get(events.STREAM_FIELD, b""))))
+            except (events.EventDecodeError, ValueError) as exc:
+                dead.append(entry)
+                log.warning(
+                    "undecodable click event %s set aside: %s", entry.key, exc,
+                    extra={"shard": entry.shard, "entry_id": entry.id.decode()},
+                )
+            else:
+                good.append(entry)
+        return Batch(good, rows, dead, batch_token([e.key for e in entries]))
+
+    async def _commit(self, batch: Batch) -> None:
+        if batch.rows and not batch.inserted:
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(self.writer.insert, batch.rows, batch.token)
+            except Exception:
+                metrics.INSERT_FAILURES.inc()
+                metrics.CLICKHOUSE_UP.set(0)
+                raise
+            metrics.INSERT_DURATION.observe(time.perf_counter() - started)
+            metrics.CLICKHOUSE_UP.set(1)
+        batch.inserted = True
+        await self.reader.settle(batch.entries, batch.dead)
+        metrics.EVENTS.labels(outcome="inserted").inc(len(batch.entries))
+        metrics.EVENTS.labels(outcome="dead_letter").inc(len(batch.dead))
+        metrics.BATCHES.inc()
+        self.totals["inserted"] += len(batch.entries)
+        self.totals["dead_letter"] += len(batch.dead)
+        self.totals["batches"] += 1
+
+    async def drain(self) -> None:
+        """A batch still held (ClickHouse was failing) gets one more try; else it waits in Redis."""
+        if self._held is not None:
+            await self._commit(self._held)
+            self._held = None
+
+    async def _maintain(self) -> None:
+        """Trim and publish the lag every few seconds, also while ClickHouse is down."""
+        idle_consumer_ms = max(10 * self.settings.analytics_claim_idle_ms, 3_600_000)
+        while not self._stop_maintenance.is_set():
+            try:
+                removed = await self.reader.trim()
+                metrics.TRIMMED.inc(removed)
+                self.totals["trimmed"] += removed
+                for shard, lag in (await self.reader.lag()).items():
+                    label = str(shard)
+                    metrics.STREAM_LENGTH.labels(label).set(lag.length)
+                    metrics.UNDELIVERED.labels(label).set(lag.undelivered)
+                    metrics.PENDING.labels(label).set(lag.pending)
+                    metrics.OLDEST_PENDING_AGE.labels(label).set(lag.oldest_pending_age_s)
+                await self.reader.forget_idle_consumers(idle_consumer_ms)
+            except (aioredis.RedisError, OSError) as exc:
+                log.debug("analytics maintenance skipped: %s", exc)
+            await wait_or_stop(self._stop_maintenance, MAINTENANCE_INTERVAL_S)
+
+    async def _redis_ready(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 2))
+        except (aioredis.RedisError, OSError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        self._stop_maintenance.set()
+        if self._maintenance is not None:
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+        await self.server.close()
+        try:
+            await self.redis.aclose()
+        except (aioredis.RedisError, OSError):
+            pass
+        await asyncio.to_thread(self.writer.close)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.totals)
+
+
+async def serve(settings: Settings) -> int:
+    return await run_worker(Analytics(settings), interval=_POLL_INTERVAL_S, max_backoff=10.0)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(serve(settings))

@@ -1,0 +1,90 @@
+"""The per-worker link cache: a bounded LRU whose entries expire, misses sooner than hits.
+
+Time is read from a ``Clock`` that a background task refreshes every ``Clock.INTERVAL_S`` rather
+than from the OS on every request (the uvicorn ``on_tick`` idea): an entry lives at most one tick
+longer than its TTL, which no reader of a 30 s cache can tell apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Final, Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class _Missing:
+    """The answer of ``LocalCache.get`` when the code is not cached (or its entry expired)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+
+
+class Clock:
+    """Monotonic and wall time, refreshed on a timer by ``run()`` (one task per worker)."""
+
+    INTERVAL_S = 0.1
+    __slots__ = ("now", "wall")
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+        self.wall = time.time()
+
+    def tick(self) -> None:
+        self.now = time.monotonic()
+        self.wall = time.time()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.INTERVAL_S)
+            self.tick()
+
+
+class LocalCache(Generic[V]):
+    """Code -> value (a hit) or ``None`` (a remembered miss), at most ``size`` entries.
+
+    ``get`` answers ``MISSING`` when the code has no live entry; the caller then asks the next
+    tier and calls ``put``. The least recently read entry goes first when the cache is full.
+    """
+
+    __slots__ = ("_entries", "size", "ttl_s", "miss_ttl_s", "clock")
+
+    def __init__(self, size: int, ttl_s: float, miss_ttl_s: float, clock: Clock) -> None:
+        self._entries: OrderedDict[str, tuple[float, V | None]] = OrderedDict()
+        self.size = size
+        self.ttl_s = ttl_s
+        self.miss_ttl_s = miss_ttl_s
+        self.clock = clock
+
+    def get(self, code: str) -> V | None | _Missing:
+        entry = self._entries.get(code)
+        if entry is None:
+            return MISSING
+        if entry[0] <= self.clock.now:
+            del self._entries[code]
+            return MISSING
+        self._entries.move_to_end(code)
+        return entry[1]
+
+    def put(self, code: str, value: V | None) -> None:
+        ttl = self.ttl_s if value is not None else self.miss_ttl_s
+        self._entries[code] = (self.clock.now + ttl, value)
+        self._entries.move_to_end(code)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def discard(self, code: str) -> None:
+        self._entries.pop(code, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

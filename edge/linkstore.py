@@ -1,0 +1,333 @@
+"""Short code -> link, through three tiers: the worker's own cache, Redis, Postgres.
+
+A local miss asks Redis (``GET lk:link:<code>``; concurrent misses of one loop tick share one
+``MGET``), then Postgres, and writes what Postgres said back to Redis: the record for a day, or a
+miss marker for ``MISS_TTL_S`` so that scanning random codes stays off Postgres. Concurrent lookups
+of one code in a worker share one fetch. When Redis fails the lookup goes straight to Postgres
+(and skips Redis for ``REDIS_RETRY_S``): a Redis outage never fails a redirect.
+
+Edits reach every worker through ``invalidate``: it overwrites the Redis record with a short-lived
+"invalidated" marker and publishes the code on ``keys.INVALIDATE_CHANNEL``; each worker's
+``listen`` task drops the code from its cache. The marker (rather than a plain ``DEL``) closes a
+race: a worker that read the old row from Postgres just before the edit would otherwise write the
+old record back to Redis after the ``DEL``. Write-backs use ``SET NX``, so they never replace the
+marker, and a worker does not cache a value whose fetch overlapped an invalidation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar
+
+import asyncpg
+import redis.asyncio as aioredis
+from prometheus_client import Counter
+
+from edge.cache import MISSING, Clock, LocalCache, _Missing
+from edge.metrics import CACHE_LOOKUPS, INVALIDATIONS
+from edge.records import LinkRecord
+from linkedge import keys
+from linkedge.settings import Settings
+
+log = logging.getLogger("linkedge.edge.links")
+
+MISS_MARKER = b"-"  # Redis value: Postgres has no such code (kept MISS_TTL)
+INVALIDATED_MARKER = b"!"  # Redis value: edited just now; read Postgres, write nothing back
+INVALIDATED_TTL_MS = 10_000  # longer than any Postgres read that could race an edit
+REDIS_RETRY_S = 1.0  # after a Redis error, lookups skip Redis this long
+MGET_MAX_KEYS = 512
+
+SELECT_LINK = """
+SELECT id, account_id, code, url, redirect_type,
+       EXTRACT(EPOCH FROM expires_at)::float8 AS expires_at,
+       expired_url, forward_query, disabled
+FROM links
+WHERE code = $1 AND deleted_at IS NULL
+"""
+
+LOOKUP_ERRORS = Counter(
+    "linkedge_link_lookup_errors_total",
+    "Link lookups or write-backs that failed, by store (the redirect still falls back where it can)",
+    ["store"],
+)
+INVALIDATION_ERRORS = Counter(
+    "linkedge_cache_invalidation_errors_total", "Invalidations that could not be sent to Redis"
+)
+
+# Tiers, as indexes into LinkStore.tiers (plain ints on the hot path; ``fold`` moves them into
+# CACHE_LOOKUPS).
+LOCAL, LOCAL_MISS, REDIS, POSTGRES, NONE = range(5)
+_TIER_NAMES = ("local", "local_miss", "redis", "postgres", "none")
+
+
+class StoreUnavailable(Exception):
+    """Neither Redis nor Postgres could answer a lookup."""
+
+
+class Prepared(Protocol):
+    """What the cache holds per link: anything built once from the record (see ``edge.redirect``)."""
+
+    @property
+    def link(self) -> LinkRecord: ...
+
+
+V = TypeVar("V", bound=Prepared)
+
+
+class _RedisGets:
+    """``GET``s requested in one loop tick, sent as one ``MGET``."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._keys: list[str] = []
+        self._waiters: list[asyncio.Future[bytes | None]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, key: str) -> asyncio.Future[bytes | None]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        self._keys.append(key)
+        self._waiters.append(waiter)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return waiter
+
+    def _flush(self) -> None:
+        keys_, waiters = self._keys, self._waiters
+        self._keys, self._waiters, self._scheduled = [], [], False
+        for start in range(0, len(keys_), MGET_MAX_KEYS):
+            task = asyncio.ensure_future(
+                self._mget(keys_[start : start + MGET_MAX_KEYS], waiters[start : start + MGET_MAX_KEYS])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _mget(self, keys_: list[str], waiters: list[asyncio.Future[bytes | None]]) -> None:
+        try:
+            values = await self.redis.mget(keys_)
+        except Exception as exc:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for waiter, value in zip(waiters, values):
+            if not waiter.done():
+                waiter.set_result(value)
+
+
+class LinkStore(Generic[V]):
+    """Lookups (``cached`` then ``fetch``, or ``lookup``) and invalidation of links in one worker."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        pg: asyncpg.Pool,
+        settings: Settings,
+        prepare: Callable[[LinkRecord], V],
+        *,
+        clock: Clock,
+        subscriber: aioredis.Redis | None = None,
+    ) -> None:
+        self.redis = redis
+        self.pg = pg
+        self.settings = settings
+        self.prepare = prepare
+        self.clock = clock
+        self.cache: LocalCache[V] = LocalCache(settings.cache_size, settings.cache_ttl_s, settings.miss_ttl_s, clock)
+        self.tiers = [0] * len(_TIER_NAMES)
+        self.invalidations = 0
+        self._subscriber = subscriber or redis
+        self._gets = _RedisGets(redis)
+        self._inflight: dict[str, asyncio.Future[V | None]] = {}
+        self._epoch = 0  # bumped by every invalidation; a fetch that overlaps one is not cached
+        self._redis_retry_at = 0.0
+        self._background: set[asyncio.Task[Any]] = set()
+        self._tier_counters = [CACHE_LOOKUPS.labels(tier=name) for name in _TIER_NAMES]
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def cached(self, code: str) -> V | None | _Missing:
+        """The local answer (a prepared link or ``None`` for a known miss), or ``MISSING``."""
+        value = self.cache.get(code)
+        if value is not MISSING:
+            self.tiers[LOCAL_MISS if value is None else LOCAL] += 1
+        return value
+
+    async def fetch(self, code: str) -> V | None:
+        """Ask Redis, then Postgres; concurrent calls for one code share one fetch."""
+        pending = self._inflight.get(code)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_and_cache(code))
+            self._inflight[code] = pending
+            pending.add_done_callback(lambda done: self._forget(code, done))
+        # shield: one waiter going away must not cancel the fetch the others wait for
+        return await asyncio.shield(pending)
+
+    async def lookup(self, code: str) -> LinkRecord | None:
+        """The link of ``code`` (disabled ones included), ``None`` when there is none."""
+        value = self.cached(code)
+        if value is MISSING:
+            value = await self.fetch(code)
+        return None if value is None else value.link  # type: ignore[union-attr]
+
+    def _forget(self, code: str, done: asyncio.Future[V | None]) -> None:
+        if self._inflight.get(code) is done:
+            del self._inflight[code]
+
+    async def _fetch_and_cache(self, code: str) -> V | None:
+        epoch = self._epoch
+        value = await self._fetch(code)
+        if self._epoch == epoch:
+            self.cache.put(code, value)
+        return value
+
+    async def _fetch(self, code: str) -> V | None:
+        key = keys.link(code)
+        raw: bytes | None = None
+        use_redis = self.clock.now >= self._redis_retry_at
+        if use_redis:
+            try:
+                raw = await self._gets.get(key)
+            except Exception as exc:
+                self._redis_failed("get", exc)
+                use_redis = False
+            else:
+                if raw == MISS_MARKER:
+                    self.tiers[REDIS] += 1
+                    return None
+                if raw is not None and raw != INVALIDATED_MARKER:
+                    try:
+                        record = LinkRecord.from_json(raw)
+                    except (ValueError, TypeError) as exc:
+                        LOOKUP_ERRORS.labels(store="redis_decode").inc()
+                        log.warning("undecodable link record in Redis", extra={"code": code, "error": repr(exc)})
+                    else:
+                        self.tiers[REDIS] += 1
+                        return self.prepare(record)
+        record = await self._select(code)
+        self.tiers[NONE if record is None else POSTGRES] += 1
+        if use_redis and raw != INVALIDATED_MARKER:
+            self._spawn(self._write_back(key, record))
+        return None if record is None else self.prepare(record)
+
+    async def _select(self, code: str) -> LinkRecord | None:
+        try:
+            row = await self.pg.fetchrow(SELECT_LINK, code, timeout=5)
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+            LOOKUP_ERRORS.labels(store="postgres").inc()
+            raise StoreUnavailable(f"postgres lookup failed: {exc!r}") from exc
+        if row is None:
+            return None
+        return LinkRecord(**dict(row))
+
+    async def _write_back(self, key: str, record: LinkRecord | None) -> None:
+        try:
+            if record is None:
+                await self.redis.set(key, MISS_MARKER, px=int(self.settings.miss_ttl_s * 1000), nx=True)
+            else:
+                await self.redis.set(key, record.to_json(), ex=self.settings.redis_link_ttl_s, nx=True)
+        except Exception as exc:
+            self._redis_failed("write_back", exc)
+
+    def _redis_failed(self, what: str, exc: Exception) -> None:
+        LOOKUP_ERRORS.labels(store="redis").inc()
+        if self.clock.now >= self._redis_retry_at:  # log once per retry window, not per request
+            log.warning("redis %s failed; serving from Postgres", what, extra={"error": repr(exc)})
+        self._redis_retry_at = self.clock.now + REDIS_RETRY_S
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---- invalidation ----------------------------------------------------------------------
+
+    async def invalidate(self, code: str) -> None:
+        """Make every worker of every edge forget ``code`` (call after the edit committed)."""
+        await self.invalidate_many([code])
+
+    async def invalidate_many(self, codes: list[str]) -> None:
+        """``invalidate`` for many codes in one Redis round trip. Never raises: a failure is
+        logged and counted, and the workers' caches then expire within ``CACHE_TTL_S``."""
+        if not codes:
+            return
+        self._drop(codes)
+        for attempt in range(3):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for code in codes:
+                        pipe.set(keys.link(code), INVALIDATED_MARKER, px=INVALIDATED_TTL_MS)
+                    pipe.publish(keys.INVALIDATE_CHANNEL, " ".join(codes))
+                    await pipe.execute()
+                return
+            except Exception as exc:
+                error = exc
+                await asyncio.sleep(0.05 * (attempt + 1))
+        INVALIDATION_ERRORS.inc(len(codes))
+        log.error("could not publish invalidation", extra={"codes": codes[:20], "count": len(codes), "error": repr(error)})
+
+    def _drop(self, codes: Iterable[str]) -> None:
+        self._epoch += 1
+        for code in codes:
+            self.cache.discard(code)
+            self._inflight.pop(code, None)
+
+    async def listen(self) -> None:
+        """Drop codes published on the invalidation channel, for the life of the worker.
+
+        After a Redis error it resubscribes with backoff and then clears the whole cache: messages
+        published while it was away are lost.
+        """
+        backoff = 0.1
+        outage = False
+        while True:
+            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.INVALIDATE_CHANNEL)
+                self._epoch += 1
+                self.cache.clear()
+                if outage:
+                    log.info("invalidation channel resubscribed; local cache cleared")
+                outage, backoff = False, 0.1
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        codes = message["data"].decode("ascii", "replace").split()
+                        self._drop(codes)
+                        self.invalidations += len(codes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not outage:
+                    log.warning("invalidation channel lost; retrying", extra={"error": repr(exc)})
+                outage = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # the connection is already gone
+                    pass
+
+    # ---- metrics ---------------------------------------------------------------------------
+
+    def fold(self) -> None:
+        """Move the plain-int counts into the Prometheus counters (on a timer, off the hot path)."""
+        tiers, self.tiers = self.tiers, [0] * len(_TIER_NAMES)
+        for counter, count in zip(self._tier_counters, tiers):
+            if count:
+                counter.inc(count)
+        if self.invalidations:
+            INVALIDATIONS.inc(self.invalidations)
+            self.invalidations = 0
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self.fold()
+

@@ -1,0 +1,240 @@
+"""``GET``/``HEAD /{code}``: the redirect, as a raw ASGI callable with nothing in front of it.
+
+Everything a response needs is built once per link (``Target.of``, when the link enters the
+worker's cache) or once at import: a request on the hot path looks the code up in the local cache,
+picks one of the prebuilt ``http.response.start`` messages, hands the click to the recorder and
+sends. No Starlette objects, no per-request logging, no Prometheus call: served statuses are
+counted in plain ints that ``HotCounters.fold`` moves into ``REDIRECTS`` once a second.
+
+Answers:
+- a link: its ``redirect_type`` (301/302/307/308) with ``Location``; 302/307 say
+  ``Cache-Control: private, no-store``, 301/308 ``public, max-age=PERMANENT_MAX_AGE_S``.
+  With ``forward_query`` the request's query parameters are appended to the target's; a parameter
+  the target already names is left out, so the target's own values always win.
+- expired (``expires_at`` passed): 302 (no-store) to ``expired_url``, or 410 without one.
+- unknown, deleted or disabled code, or a code outside ``[A-Za-z0-9_-]{1,64}``: 404.
+  A stored target with control characters (which the API never stores) is a 404 too, counted in
+  ``linkedge_unsafe_targets_total``: nothing unchecked reaches a header.
+- another method: 405 with ``Allow: GET, HEAD``. Lookup stores both down: 503.
+Each served redirect (the ``expired_url`` one too) is handed over with exactly one call:
+``clicks.record(...)`` or, in synchronous mode, ``await clicks.record_now(...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote_plus
+
+import orjson
+from prometheus_client import Counter
+
+from edge.cache import MISSING
+from edge.linkstore import StoreUnavailable
+from edge.metrics import CLICKS_DROPPED, REDIRECTS
+from edge.records import LinkRecord
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from edge.resources import Resources
+
+log = logging.getLogger("linkedge.edge.redirect")
+
+CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # controls and whitespace: never in a Location
+_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
+MAX_LOCATION = 8192  # a merged Location longer than this is served without the request's query
+
+UNSAFE_TARGETS = Counter(
+    "linkedge_unsafe_targets_total", "Stored targets refused because they would not make a safe header"
+)
+
+# Statuses the handler answers; HotCounters counts by index into this tuple.
+STATUSES = (301, 302, 307, 308, 404, 405, 410, 503)
+_SLOT = {status: index for index, status in enumerate(STATUSES)}
+
+Response = tuple[dict[str, Any], dict[str, Any], "str | None", int]  # start, body, Location, slot
+
+_EMPTY_BODY: dict[str, Any] = {"type": "http.response.body", "body": b""}
+_NO_STORE = b"private, no-store"
+_PROBLEM_TYPE = b"application/problem+json"
+PROBLEM_TYPES = "https://linkedge.dev/problems/"  # the API's problem type URIs (edge.api.problems)
+
+
+def _problem(status: int, slug: str, title: str, detail: str, *extra: tuple[bytes, bytes]) -> Response:
+    body = orjson.dumps(
+        {"type": PROBLEM_TYPES + slug, "title": title, "status": status, "detail": detail}
+    )
+    headers = [
+        (b"content-type", _PROBLEM_TYPE),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", _NO_STORE),
+        *extra,
+    ]
+    start = {"type": "http.response.start", "status": status, "headers": headers}
+    return start, {"type": "http.response.body", "body": body}, None, _SLOT[status]
+
+
+NOT_FOUND = _problem(404, "not-found", "Not found", "No link has this code.")
+GONE = _problem(410, "gone", "Gone", "This link has expired.")
+METHOD_NOT_ALLOWED = _problem(
+    405, "method-not-allowed", "Method not allowed", "Short links answer GET and HEAD only.", (b"allow", b"GET, HEAD")
+)
+UNAVAILABLE = _problem(
+    503, "unavailable", "Service unavailable", "The link store cannot be reached; try again shortly.", (b"retry-after", b"1")
+)
+
+
+def _redirect(status: int, location: str, cache_control: bytes) -> Response:
+    headers = [
+        (b"location", location.encode("ascii")),
+        (b"cache-control", cache_control),
+        (b"content-length", b"0"),
+    ]
+    return {"type": "http.response.start", "status": status, "headers": headers}, _EMPTY_BODY, location, _SLOT[status]
+
+
+def safe_location(url: str | None) -> str | None:
+    """``url`` as a header value: ``None`` if it holds controls or whitespace; non-ASCII escaped."""
+    if not url or _UNSAFE.search(url):
+        return None
+    return url if url.isascii() else quote(url, safe=_PRINTABLE)
+
+
+class Target:
+    """The answers of one link, built once when it enters the worker's cache."""
+
+    __slots__ = ("link", "main", "expired", "expires_at", "forward", "_base", "_fragment", "_own_names", "_cache_control")
+
+    def __init__(self, link: LinkRecord, main: Response, expired: Response | None = None) -> None:
+        self.link = link
+        self.main = main
+        self.expired = expired or GONE
+        self.expires_at = link.expires_at
+        self.forward = False
+        self._base = self._fragment = ""
+        self._own_names: frozenset[str] = frozenset()
+        self._cache_control = _NO_STORE
+
+    @classmethod
+    def of(cls, link: LinkRecord, *, permanent_max_age_s: int) -> Target:
+        if link.disabled:
+            return cls(link, NOT_FOUND, NOT_FOUND)
+        location = safe_location(link.url)
+        if location is None:
+            UNSAFE_TARGETS.inc()
+            log.warning("stored target refused: not a safe header value", extra={"code": link.code, "link_id": link.id})
+            return cls(link, NOT_FOUND, NOT_FOUND)
+        permanent = link.redirect_type in (301, 308)
+        cache_control = b"public, max-age=%d" % permanent_max_age_s if permanent else _NO_STORE
+        expired = None
+        if link.expires_at is not None and link.expired_url:
+            expired_location = safe_location(link.expired_url)
+            if expired_location is None:
+                UNSAFE_TARGETS.inc()
+                log.warning("stored expired_url refused", extra={"code": link.code, "link_id": link.id})
+            else:
+                expired = _redirect(302, expired_location, _NO_STORE)
+        target = cls(link, _redirect(link.redirect_type, location, cache_control), expired)
+        if link.forward_query:
+            target.forward = True
+            target._base, hash_, fragment = location.partition("#")
+            target._fragment = hash_ + fragment
+            own_query = target._base.partition("?")[2]
+            target._own_names = frozenset(
+                unquote_plus(pair.partition("=")[0]) for pair in own_query.split("&") if pair
+            )
+            target._cache_control = cache_control
+        return target
+
+    def with_query(self, query_string: bytes) -> Response:
+        """The main answer with the request's query parameters merged into ``Location``."""
+        query = query_string.decode("latin-1")
+        if _UNSAFE.search(query) or not query.isascii():
+            query = quote(query, safe=_PRINTABLE.replace("#", ""))
+        query = query.replace("#", "%23")
+        extra = [
+            pair for pair in query.split("&")
+            if pair and unquote_plus(pair.partition("=")[0]) not in self._own_names
+        ]
+        if not extra:
+            return self.main
+        base = self._base
+        separator = "" if base.endswith(("?", "&")) else ("&" if "?" in base else "?")
+        location = base + separator + "&".join(extra) + self._fragment
+        if len(location) > MAX_LOCATION:
+            return self.main
+        return _redirect(self.main[0]["status"], location, self._cache_control)
+
+
+class HotCounters:
+    """Served statuses as plain ints; ``fold`` (on the resources' timer) moves them to REDIRECTS."""
+
+    __slots__ = ("served", "_children")
+
+    def __init__(self) -> None:
+        self.served = [0] * len(STATUSES)
+        self._children = [REDIRECTS.labels(status=str(status)) for status in STATUSES]
+
+    def fold(self) -> None:
+        served, self.served = self.served, [0] * len(STATUSES)
+        for child, count in zip(self._children, served):
+            if count:
+                child.inc(count)
+
+
+class RedirectHandler:
+    """The ASGI callable ``edge.app`` sends every ``/{one segment}`` request to."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.links = resources.links
+        self.clicks = resources.clicks
+        self.clock = resources.clock
+        self.counters = HotCounters()
+        self._handoff_logged_at = float("-inf")
+        resources.every_second(self.counters.fold)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            return await self._send(METHOD_NOT_ALLOWED, method, send)
+        code = scope["path"][1:]
+        target = self.links.cached(code)
+        if target is MISSING:
+            if CODE.fullmatch(code) is None:
+                return await self._send(NOT_FOUND, method, send)
+            try:
+                target = await self.links.fetch(code)
+            except StoreUnavailable:
+                return await self._send(UNAVAILABLE, method, send)
+        if target is None:
+            return await self._send(NOT_FOUND, method, send)
+        if target.expires_at is not None and target.expires_at <= self.clock.wall:
+            response = target.expired
+        elif target.forward and scope["query_string"]:
+            response = target.with_query(scope["query_string"])
+        else:
+            response = target.main
+        location = response[2]
+        if location is not None:
+            try:
+                if self.clicks.sync:
+                    await self.clicks.record_now(target.link, scope, location)
+                else:
+                    self.clicks.record(target.link, scope, location)
+            except Exception:  # the recorder promises not to raise; a redirect never waits on it
+                self._handoff_failed()
+        await self._send(response, method, send)
+
+    async def _send(self, response: Response, method: str, send: Send) -> None:
+        self.counters.served[response[3]] += 1
+        await send(response[0])
+        await send(response[1] if method != "HEAD" else _EMPTY_BODY)
+
+    def _handoff_failed(self) -> None:
+        CLICKS_DROPPED.labels(reason="handoff_error").inc()
+        if self.clock.now - self._handoff_logged_at >= 60:
+            self._handoff_logged_at = self.clock.now
+            log.exception("click recorder raised; click dropped (logged at most once a minute)")

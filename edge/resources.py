@@ -1,0 +1,153 @@
+"""What one edge worker holds open: Redis, the Postgres pool, the link store, the click recorder.
+
+Created in the ASGI lifespan (``Resources.open``) and closed there (``close``: the click recorder
+flushes, background tasks stop, pools close). One task per worker refreshes the clock the caches
+read and, once a second, runs the ``every_second`` callbacks that fold hot-path counters into
+Prometheus; another listens for link invalidations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from edge.cache import Clock
+from edge.linkstore import LinkStore
+from edge.records import LinkRecord
+from edge.redirect import Target
+from linkedge.settings import Settings
+
+log = logging.getLogger("linkedge.edge")
+
+REDIS_TIMEOUT_S = 1.0  # a redirect falls back to Postgres rather than wait longer on Redis
+REDIS_MAX_CONNECTIONS = 64  # per worker: lookups (batched), click flushes, API rate limits
+PG_MIN_SIZE = 1
+PG_MAX_SIZE = 8  # per worker: cold lookups and the API
+
+
+class NullClickRecorder:
+    """Accepts clicks and keeps none: the seam until the click pipeline (``edge.clicks``) lands."""
+
+    sync = False
+
+    def record(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
+        pass
+
+    async def record_now(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def _click_recorder(settings: Settings, redis: aioredis.Redis) -> Any:
+    return NullClickRecorder()
+
+
+@dataclasses.dataclass(eq=False)
+class Resources:
+    settings: Settings
+    redis: aioredis.Redis
+    pg: asyncpg.Pool
+    links: LinkStore[Target]
+    clicks: Any
+    clock: Clock
+    _subscriber: aioredis.Redis
+    _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    _periodic: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Resources:
+        settings.require("redis_url", "database_url")
+        redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url.get(),
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                health_check_interval=30,
+                retry=Retry(NoBackoff(), 1),  # one retry covers a pooled connection Redis closed
+            )
+        )
+        # The invalidation listener idles on its own connection; its read timeout is per call.
+        subscriber = aioredis.Redis.from_url(
+            settings.redis_url.get(), socket_timeout=5, socket_connect_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=5, retry=Retry(NoBackoff(), 0),
+        )
+        pg = await asyncpg.create_pool(
+            settings.database_url.get(),
+            min_size=PG_MIN_SIZE,
+            max_size=PG_MAX_SIZE,
+            timeout=10,  # connect
+            command_timeout=10,
+            max_inactive_connection_lifetime=300,
+        )
+        clock = Clock()
+        links: LinkStore[Target] = LinkStore(
+            redis,
+            pg,
+            settings,
+            functools.partial(Target.of, permanent_max_age_s=settings.permanent_max_age_s),
+            clock=clock,
+            subscriber=subscriber,
+        )
+        clicks = _click_recorder(settings, redis)
+        await clicks.start()
+        resources = cls(settings, redis, pg, links, clicks, clock, subscriber)
+        resources.every_second(links.fold)
+        resources._tasks = [
+            asyncio.ensure_future(resources._tick()),
+            asyncio.ensure_future(links.listen()),
+        ]
+        return resources
+
+    def every_second(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once a second on this worker's loop (metric folds)."""
+        self._periodic.append(callback)
+
+    async def _tick(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(Clock.INTERVAL_S)
+            self.clock.tick()
+            ticks += 1
+            if ticks * Clock.INTERVAL_S >= 1.0:
+                ticks = 0
+                self._run_periodic()
+
+    def _run_periodic(self) -> None:
+        for callback in self._periodic:
+            try:
+                callback()
+            except Exception:
+                log.exception("periodic callback failed")
+
+    async def close(self) -> None:
+        """Flush clicks, stop the background tasks, close the pools (lifespan shutdown)."""
+        try:
+            await self.clicks.close()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.links.close()
+            self._run_periodic()
+            try:
+                await asyncio.wait_for(self.pg.close(), timeout=5)
+            except asyncio.TimeoutError:
+                self.pg.terminate()
+            await self._subscriber.aclose()
+            await self.redis.aclose()

@@ -1,0 +1,263 @@
+"""The redirect hot path on a real Granian edge: statuses, headers, query forwarding, lookup tiers.
+
+Links are inserted straight into Postgres, so these tests exercise only the redirect side. Every
+test uses fresh codes: the shared edge keeps its cache between tests.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from urllib.parse import unquote
+
+import httpx
+import pytest
+import redis
+
+from linkedge import keys
+from linkedge.embedded import EmbeddedRedis
+from tests.conftest import Account, Db, Edge
+
+NO_STORE = "private, no-store"
+
+
+def new_code() -> str:
+    return "t" + secrets.token_hex(6)
+
+
+@pytest.fixture
+def account_id(account: Callable[..., Account], db: Db) -> int:
+    acct = account()
+    return int(db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", acct.key_id))
+
+
+@pytest.fixture
+def make_link(db: Db, account_id: int) -> Callable[..., str]:
+    """Factory: insert a link row directly; returns its code."""
+
+    def make(url: str = "https://example.org/landing", **fields: Any) -> str:
+        code = fields.pop("code", None) or new_code()
+        columns = {"account_id": account_id, "code": code, "url": url, **fields}
+        names = ", ".join(columns)
+        params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        db.execute(f"INSERT INTO links ({names}) VALUES ({params})", *columns.values())
+        return code
+
+    return make
+
+
+def get(edge: httpx.Client, path: str, method: str = "GET") -> httpx.Response:
+    return edge.request(method, path)
+
+
+@pytest.mark.parametrize("redirect_type", [301, 302, 307, 308])
+def test_each_redirect_type_answers_with_its_status_and_cache_policy(
+    edge: httpx.Client, make_link: Callable[..., str], redirect_type: int
+) -> None:
+    code = make_link("https://example.org/a?x=1", redirect_type=redirect_type)
+    response = get(edge, f"/{code}")
+    assert response.status_code == redirect_type
+    assert response.headers["location"] == "https://example.org/a?x=1"
+    assert response.content == b""
+    if redirect_type in (301, 308):
+        assert response.headers["cache-control"] == "public, max-age=3600"
+    else:
+        assert response.headers["cache-control"] == NO_STORE
+
+
+def test_default_is_302_and_head_answers_like_get(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    code = make_link("https://example.org/head")
+    head = get(edge, f"/{code}", "HEAD")
+    assert head.status_code == 302
+    assert head.headers["location"] == "https://example.org/head"
+    assert head.content == b""
+    assert get(edge, f"/{code}").status_code == 302
+
+
+def test_unknown_code_is_404_problem_json(edge: httpx.Client) -> None:
+    response = get(edge, f"/{new_code()}")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+    assert "location" not in response.headers
+    head = get(edge, f"/{new_code()}", "HEAD")
+    assert head.status_code == 404 and head.content == b""
+
+
+def test_deleted_and_disabled_links_are_404(edge: httpx.Client, make_link: Callable[..., str], db: Db) -> None:
+    deleted = make_link(deleted_at=_ts(-60))
+    disabled = make_link(disabled=True)
+    for code in (deleted, disabled):
+        response = get(edge, f"/{code}")
+        assert response.status_code == 404, code
+        assert "location" not in response.headers
+
+
+def _ts(offset_s: float) -> Any:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset_s)
+
+
+def test_expired_link_is_410_or_redirects_to_expired_url(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    gone = make_link(expires_at=_ts(-1))
+    response = get(edge, f"/{gone}")
+    assert response.status_code == 410
+    assert response.headers["content-type"] == "application/problem+json"
+
+    elsewhere = make_link(redirect_type=301, expires_at=_ts(-1), expired_url="https://example.org/expired")
+    response = get(edge, f"/{elsewhere}")
+    assert response.status_code == 302
+    assert response.headers["location"] == "https://example.org/expired"
+    assert response.headers["cache-control"] == NO_STORE
+
+    live = make_link("https://example.org/live", expires_at=_ts(3600), expired_url="https://example.org/expired")
+    assert get(edge, f"/{live}").headers["location"] == "https://example.org/live"
+
+
+def test_link_expiring_while_cached_turns_410(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    code = make_link(expires_at=_ts(1.5))
+    assert get(edge, f"/{code}").status_code == 302
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and get(edge, f"/{code}").status_code != 410:
+        time.sleep(0.1)
+    assert get(edge, f"/{code}").status_code == 410
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_are_405_with_allow(edge: httpx.Client, make_link: Callable[..., str], method: str) -> None:
+    code = make_link()
+    response = edge.request(method, f"/{code}", content=b"x" if method in ("POST", "PUT", "PATCH") else None)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/" + "a" * 65, "/a.b", "/a%20b", "/a%0d%0aSet-Cookie:x", "/%C3%A9t%C3%A9", "/a~b", "/a%2Fb"]
+)
+def test_bad_codes_are_404_without_a_lookup(edge: httpx.Client, redis_client: redis.Redis, path: str) -> None:
+    response = get(edge, path)
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    # A lookup leaves a miss marker in Redis; once a good unknown code's marker is there, the bad
+    # code's would be too, had it been looked up.
+    control = new_code()
+    assert get(edge, f"/{control}").status_code == 404
+    _wait_for(lambda: redis_client.exists(keys.link(control)) == 1)
+    assert redis_client.exists(keys.link(unquote(path[1:]))) == 0
+
+
+def test_code_of_64_characters_is_looked_up(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    code = make_link(code="A-_9" * 16)
+    assert get(edge, f"/{code}").status_code == 302
+
+
+def test_forward_query_appends_the_request_parameters(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    code = make_link("https://example.org/p?a=1&utm_source=site#top", forward_query=True)
+    response = get(edge, f"/{code}?b=2&a=9&utm_source=x&c=%20d")
+    # The target's own parameters win; the others are appended before the fragment.
+    assert response.headers["location"] == "https://example.org/p?a=1&utm_source=site&b=2&c=%20d#top"
+    assert get(edge, f"/{code}").headers["location"] == "https://example.org/p?a=1&utm_source=site#top"
+
+    bare = make_link("https://example.org/bare", forward_query=True, redirect_type=308)
+    response = get(edge, f"/{bare}?q=1")
+    assert response.status_code == 308
+    assert response.headers["location"] == "https://example.org/bare?q=1"
+    assert response.headers["cache-control"] == "public, max-age=3600"
+
+    plain = make_link("https://example.org/plain")
+    assert get(edge, f"/{plain}?q=1").headers["location"] == "https://example.org/plain"
+
+
+def test_forwarded_query_cannot_inject_header_bytes(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    code = make_link("https://example.org/p", forward_query=True)
+    with httpx.Client(base_url=edge.base_url, timeout=10) as client:
+        response = client.get(f"/{code}?x=%0d%0aSet-Cookie:%20a=b&y=\u00e9")
+    assert response.status_code == 302
+    assert "set-cookie" not in response.headers
+    location = response.headers["location"]
+    assert "\r" not in location and "\n" not in location and location.isascii()
+    assert location.startswith("https://example.org/p?x=%0d%0aSet-Cookie:%20a=b&y=")
+
+
+def test_stored_target_with_control_characters_is_refused(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    code = make_link("https://example.org/\r\nSet-Cookie: a=b")
+    response = get(edge, f"/{code}")
+    assert response.status_code == 404
+    assert "set-cookie" not in response.headers and "location" not in response.headers
+
+
+def test_non_ascii_target_is_percent_encoded(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+    code = make_link("https://xn--bcher-kva.example/caf\u00e9")
+    assert get(edge, f"/{code}").headers["location"] == "https://xn--bcher-kva.example/caf%C3%A9"
+
+
+def test_cache_hit_does_not_read_postgres(
+    shared_edge: Edge, make_link: Callable[..., str], db: Db, redis_client: redis.Redis
+) -> None:
+    code = make_link("https://example.org/old")
+    with shared_edge.client() as client:
+        assert client.get(f"/{code}").headers["location"] == "https://example.org/old"
+    _wait_for(lambda: redis_client.get(keys.link(code)) is not None)
+    # Changed behind the edge's back (no invalidation): only a Postgres read could see it.
+    db.execute("UPDATE links SET url = 'https://example.org/new' WHERE code = $1", code)
+    for _ in range(20):
+        with shared_edge.client() as client:  # new connections: both workers answer
+            assert client.get(f"/{code}").headers["location"] == "https://example.org/old"
+
+
+def test_unknown_codes_are_remembered_as_misses(
+    edge: httpx.Client, redis_client: redis.Redis, make_link: Callable[..., str], db: Db
+) -> None:
+    code = new_code()
+    assert get(edge, f"/{code}").status_code == 404
+    _wait_for(lambda: redis_client.get(keys.link(code)) == b"-")
+    assert 0 < redis_client.pttl(keys.link(code)) <= 5000
+    # Created behind the edge's back: the remembered miss still answers until it expires.
+    make_link(code=code)
+    assert get(edge, f"/{code}").status_code == 404
+
+
+def test_link_record_is_written_back_to_redis(
+    edge: httpx.Client, redis_client: redis.Redis, make_link: Callable[..., str]
+) -> None:
+    code = make_link("https://example.org/wb", redirect_type=307)
+    assert get(edge, f"/{code}").status_code == 307
+    _wait_for(lambda: redis_client.get(keys.link(code)) is not None)
+    assert b'"https://example.org/wb"' in redis_client.get(keys.link(code))  # type: ignore[operator]
+    assert redis_client.ttl(keys.link(code)) > 3600
+
+
+def test_redis_down_still_redirects_from_postgres(
+    start_edge: Callable[..., Edge], make_link: Callable[..., str], tmp_path: Path
+) -> None:
+    own_redis = EmbeddedRedis(tmp_path / "redis", persist=False).start()
+    try:
+        edge = start_edge(workers=1, REDIS_URL=own_redis.url)
+        warm = make_link("https://example.org/warm")
+        with edge.client() as client:
+            assert client.get(f"/{warm}").status_code == 302
+        own_redis.stop()
+        cold = make_link("https://example.org/cold", redirect_type=301)
+        with edge.client() as client:
+            assert client.get(f"/{warm}").headers["location"] == "https://example.org/warm"
+            for _ in range(3):
+                response = client.get(f"/{cold}")
+                assert response.status_code == 301
+                assert response.headers["location"] == "https://example.org/cold"
+            assert client.get(f"/{new_code()}").status_code == 404
+    finally:
+        own_redis.stop()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)

@@ -1,0 +1,169 @@
+"""Values a client sends, checked and normalised before anything is stored.
+
+Targets (``url`` and ``expired_url``) end up in a ``Location`` header, so a stored target is plain
+ASCII with no whitespace or control characters at all: CR and LF can never reach a header. The
+rules, each refused with a 422 naming the field:
+
+- ``http`` or ``https`` only (no ``javascript:``, ``data:``, scheme-relative ``//host``);
+- a host is required; internationalised hosts are stored as punycode (IDNA 2008 with UTS 46
+  mapping, the ``idna`` package), IPv6 literals must parse;
+- no user information at all: ``user:pass@`` leaks credentials into every share of the short link,
+  and ``https://bank.example@evil.example/`` is a classic way to disguise a target;
+- a port, when given, is 1-65535;
+- at most 2048 characters, measured after normalisation;
+- non-ASCII characters in the path, query and fragment are percent-encoded (UTF-8).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from datetime import datetime
+from urllib.parse import quote, urlsplit
+
+import idna
+
+from edge.api.problems import Problem, invalid
+
+MAX_URL_LENGTH = 2048
+CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{3,64}")
+MAX_TAGS = 32
+MAX_TAG_LENGTH = 64
+REDIRECT_TYPES = (301, 302, 307, 308)
+
+_ASCII_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+# Characters refused anywhere in a target or tag: controls, format characters, every kind of space.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
+def _has_refused_char(value: str) -> bool:
+    return any(
+        ch.isspace() or ord(ch) < 0x21 or unicodedata.category(ch) in _REFUSED_CATEGORIES
+        for ch in value
+    )
+
+
+def _encode_non_ascii(part: str) -> str:
+    if part.isascii():
+        return part
+    return "".join(ch if ch.isascii() else quote(ch, safe="") for ch in part)
+
+
+def _normalise_host(host: str, field: str) -> str:
+    if ":" in host:  # only IPv6 literals carry colons once urlsplit took the port off
+        try:
+            return f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            raise invalid(field, f"{host!r} is not a valid IPv6 address") from None
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise invalid(field, f"host is not a valid internationalised domain name ({exc})") from None
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253 or not all(_ASCII_LABEL.fullmatch(label) for label in labels):
+        raise invalid(field, f"{host!r} is not a valid host name")
+    return host
+
+
+def target_url(value: object, field: str = "url") -> str:
+    """Check a redirect target and return its normalised, ASCII-only form."""
+    if not isinstance(value, str):
+        raise invalid(field, "must be a string holding an http or https URL")
+    if len(value) > MAX_URL_LENGTH:
+        raise invalid(field, f"is {len(value)} characters long; at most {MAX_URL_LENGTH} are allowed")
+    if _has_refused_char(value):
+        raise invalid(
+            field, "must not contain whitespace or control characters; percent-encode them (%20)"
+        )
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    if scheme not in {"http", "https"}:
+        shown = f"{scheme!r}" if scheme else "none"
+        raise invalid(field, f"scheme must be http or https (got {shown}), e.g. https://example.com/page")
+    if "@" in parts.netloc:
+        raise invalid(field, "must not contain user information (user:password@); put it elsewhere")
+    if "\\" in parts.netloc or "%" in parts.netloc:
+        raise invalid(field, "the host part contains characters that are not allowed")
+    host = parts.hostname
+    if not host:
+        raise invalid(field, "needs a host, e.g. https://example.com/")
+    try:
+        port = parts.port
+    except ValueError:
+        raise invalid(field, "port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise invalid(field, "port must be a number from 1 to 65535")
+    netloc = _normalise_host(host, field) + (f":{port}" if port is not None else "")
+    result = f"{scheme}://{netloc}{_encode_non_ascii(parts.path)}"
+    if parts.query or value.endswith("?"):
+        result += "?" + _encode_non_ascii(parts.query)
+    if parts.fragment:
+        result += "#" + _encode_non_ascii(parts.fragment)
+    if len(result) > MAX_URL_LENGTH:
+        raise invalid(field, f"is {len(result)} characters long once encoded; at most {MAX_URL_LENGTH}")
+    return result
+
+
+def custom_code(value: object, reserved: frozenset[str]) -> str:
+    """A code the client chose: 3-64 of ``[A-Za-z0-9_-]``, not a reserved path of the app."""
+    if not isinstance(value, str) or not CODE_PATTERN.fullmatch(value):
+        raise invalid("code", "must be 3 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+    if value.lower() in reserved:
+        raise invalid("code", f"{value!r} is reserved by the service; choose another code")
+    return value
+
+
+def path_code(value: str) -> str:
+    """A code in a URL path; anything that could never be stored is simply not found."""
+    if not CODE_PATTERN.fullmatch(value):
+        raise Problem(404, f"no link with code {value!r}")
+    return value
+
+
+def redirect_type(value: object) -> int:
+    if type(value) is not int or value not in REDIRECT_TYPES:
+        raise invalid("redirect_type", "must be one of 301, 302, 307, 308")
+    return value
+
+
+def expires_at(value: object) -> datetime:
+    """An RFC 3339 timestamp with a UTC offset, e.g. ``2030-01-31T12:00:00Z``."""
+    message = "must be an RFC 3339 timestamp with an offset, e.g. 2030-01-31T12:00:00Z"
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise invalid("expires_at", message)
+    text = value.upper().replace(" ", "T").replace("Z", "+00:00")
+    if "." in text:  # Python keeps microseconds: cut nanoseconds
+        head, _, tail = text.partition(".")
+        digits, offset = tail[:-6], tail[-6:]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{offset}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise invalid("expires_at", message) from None
+
+
+def boolean(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(field, "must be true or false")
+    return value
+
+
+def tag(value: object, field: str = "tag") -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_TAG_LENGTH:
+        raise invalid(field, f"a tag is a string of 1 to {MAX_TAG_LENGTH} characters")
+    if _has_refused_char(value.replace(" ", "x")):
+        raise invalid(field, "a tag must not contain control characters or line breaks")
+    return value
+
+
+def tags(value: object) -> list[str]:
+    if not isinstance(value, list):
+        raise invalid("tags", "must be a list of strings")
+    if len(value) > MAX_TAGS:
+        raise invalid("tags", f"at most {MAX_TAGS} tags per link")
+    return list(dict.fromkeys(tag(item, "tags") for item in value))

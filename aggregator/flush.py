@@ -2,15 +2,15 @@
 
 Three steps, each atomic on its own, safe to repeat after a crash between any two:
 
-1. ``take``: one Lua call. If the shard has an unfinished batch (``counts:batch`` set), return its id
-   and snapshot; else RENAME ``counts`` to ``counts:snapshot``, set ``counts:batch`` to a new id and
-   return them. The id and the snapshot are read together, so two aggregators racing always see a
-   snapshot with the id it belongs to.
-2. ``apply``: one Postgres transaction. Insert the batch id into ``aggregator_batches`` (unique); only
-   if it was new, upsert the daily and total counts, one statement each (arrays through ``unnest``).
-   A replayed batch finds its row and writes nothing.
-3. ``finish``: one Lua call deletes the snapshot and the batch id, only if the batch id is still this
-   batch's, and sets malformed fields aside in ``counts:bad``.
+1. ``take``: one Lua call. If the shard has an unfinished batch (``counts:batch`` set), return
+   its id and snapshot; else RENAME ``counts`` to ``counts:snapshot``, set ``counts:batch`` to a
+   new id and return them. The id and the snapshot are read together, so two aggregators racing
+   always see a snapshot with the id it belongs to.
+2. ``apply``: one Postgres transaction. Insert the batch id into ``aggregator_batches`` (unique);
+   only if it was new, upsert the daily and total counts, one statement each (arrays through
+   ``unnest``). A replayed batch finds its row and writes nothing.
+3. ``finish``: one Lua call deletes the snapshot and the batch id, only if the batch id is still
+   this batch's, and sets malformed fields aside in ``counts:bad``.
 
 Postgres or Redis down: the step raises, the snapshot stays in Redis, the next pass resumes it.
 """
@@ -96,7 +96,8 @@ class Batch:
 
 @dataclasses.dataclass(slots=True)
 class Counts:
-    """A snapshot folded per (link, day) and per link, sorted so concurrent upserts lock in one order."""
+    """A snapshot summed per (link, day) and per link; ``apply`` sorts them so that concurrent
+    upserts take their row locks in one order."""
 
     daily: dict[tuple[int, datetime.date], list[int]]  # -> [clicks, human_clicks]
     totals: dict[int, list[int]]
@@ -200,7 +201,11 @@ class Flusher:
         for field, value in bad:
             args += [field, value]
         done = await self._finish(
-            keys=[keys.counts_snapshot(batch.shard), keys.counts_batch(batch.shard), counts_bad(batch.shard)],
+            keys=[
+                keys.counts_snapshot(batch.shard),
+                keys.counts_batch(batch.shard),
+                counts_bad(batch.shard),
+            ],
             args=args,
         )
         return bool(done)
@@ -244,10 +249,19 @@ def _record(shard: int, outcome: Outcome, counts: Counts, seconds: float) -> Non
     if outcome.set_aside:
         metrics.FIELDS_SET_ASIDE.inc(outcome.set_aside)
         log.warning(
-            "set aside %d malformed counter field(s) in %s", outcome.set_aside, counts_bad(shard),
-            extra={"shard": shard, "batch_id": outcome.batch_id,
-                   "sample": [f.decode(errors="replace") for f, _ in counts.bad[:5]]},
+            "set aside %d malformed counter field(s) in %s",
+            outcome.set_aside,
+            counts_bad(shard),
+            extra={
+                "shard": shard,
+                "batch_id": outcome.batch_id,
+                "sample": [f.decode(errors="replace") for f, _ in counts.bad[:5]],
+            },
         )
     if not outcome.applied:
-        log.info("replayed batch %s of shard %d: already in Postgres", outcome.batch_id, shard,
-                 extra={"shard": shard, "batch_id": outcome.batch_id})
+        log.debug(
+            "replayed batch %s of shard %d: already in Postgres",
+            outcome.batch_id,
+            shard,
+            extra={"shard": shard, "batch_id": outcome.batch_id},
+        )

@@ -40,9 +40,16 @@ class Aggregator:
         )
         self.pool: asyncpg.Pool | None = None
         self.flusher: Flusher | None = None
-        self.server = ProbeServer(settings.metrics_host, settings.aggregator_metrics_port, self.readiness)
-        self.totals = {"passes": 0, "batches_applied": 0, "batches_replayed": 0, "clicks_moved": 0,
-                       "fields_set_aside": 0}
+        self.server = ProbeServer(
+            settings.metrics_host, settings.aggregator_metrics_port, self.readiness
+        )
+        self.totals = {
+            "passes": 0,
+            "batches_applied": 0,
+            "batches_replayed": 0,
+            "clicks_moved": 0,
+            "fields_set_aside": 0,
+        }
         self._last_full_pass = time.monotonic()
         metrics.LAG.set_function(lambda: time.monotonic() - self._last_full_pass)
 

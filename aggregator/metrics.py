@@ -1,4 +1,4 @@
-"""Prometheus metrics of the aggregator (the default registry; one process, no multiprocess mode)."""
+"""Prometheus metrics of the aggregator, in the default registry (one process)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from linkedge import __version__
 
 BATCHES = Counter(
     "linkedge_aggregator_batches_total",
-    "Counter batches finished, by result: applied (written to Postgres) or replayed (already there)",
+    "Counter batches finished, by result: applied (written to Postgres), replayed (already there)",
     ["result"],
 )
 CLICKS_MOVED = Counter(
-    "linkedge_aggregator_clicks_moved_total", "Clicks moved to Postgres, by kind (all, human)", ["kind"]
+    "linkedge_aggregator_clicks_moved_total",
+    "Clicks moved to Postgres, by kind (all, human)",
+    ["kind"],
 )
 FIELDS_SET_ASIDE = Counter(
     "linkedge_aggregator_fields_set_aside_total",

@@ -16,6 +16,7 @@ A worker implements ``Worker``; ``run_worker`` does the rest and returns the exi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -77,10 +78,8 @@ async def wait_or_stop(stop: asyncio.Event, delay: float) -> None:
     """Sleep ``delay`` seconds, or less if ``stop`` is set meanwhile."""
     if delay <= 0 or stop.is_set():
         return
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), delay)
-    except TimeoutError:
-        pass
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -91,7 +90,7 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 class _Outage:
-    """Logs a run of failed passes once at its start (and again if the cause changes) and once at its end."""
+    """Logs a run of failed passes at its start (again if the cause changes) and at its end."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -104,7 +103,10 @@ class _Outage:
         cause = type(exc).__name__
         if self.since is None or cause != self.cause:
             log.warning(
-                "%s: pass failed, retrying with backoff: %s: %s", self.name, cause, exc,
+                "%s: pass failed, retrying with backoff: %s: %s",
+                self.name,
+                cause,
+                exc,
                 extra={"worker": self.name, "error": cause},
                 exc_info=not _is_expected(exc),
             )
@@ -114,7 +116,9 @@ class _Outage:
     def succeeded(self) -> None:
         if self.since is not None:
             log.warning(
-                "%s: recovered after %.1f s", self.name, time.monotonic() - self.since,
+                "%s: recovered after %.1f s",
+                self.name,
+                time.monotonic() - self.since,
                 extra={"worker": self.name, "outage_s": round(time.monotonic() - self.since, 3)},
             )
             self.since = None
@@ -123,7 +127,10 @@ class _Outage:
 
 def _is_expected(exc: Exception) -> bool:
     """Connection trouble needs no traceback in the log; anything else does."""
-    return isinstance(exc, (OSError, TimeoutError, ConnectionError)) or "Connection" in type(exc).__name__
+    return (
+        isinstance(exc, (OSError, TimeoutError, ConnectionError))
+        or "Connection" in type(exc).__name__
+    )
 
 
 async def run_worker(
@@ -165,7 +172,11 @@ async def run_worker(
     log.info(
         "%s stopped",
         worker.name,
-        extra={"worker": worker.name, "uptime_s": round(time.monotonic() - started, 3),
-               "failed_passes": outage.failures, **worker.summary()},
+        extra={
+            "worker": worker.name,
+            "uptime_s": round(time.monotonic() - started, 3),
+            "failed_passes": outage.failures,
+            **worker.summary(),
+        },
     )
     return 0

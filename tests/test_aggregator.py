@@ -23,16 +23,16 @@ import httpx
 import orjson
 import pytest
 import redis
+from conftest import Db, Process, Stores, run, wait_http
 from prometheus_client import REGISTRY
 
-from aggregator.flush import Flusher, counts_bad, fold
+from aggregator.flush import counts_bad, fold
 from aggregator.main import Aggregator
 from linkedge import keys
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from linkedge.events import counter_field
 from linkedge.migrate import migrate_postgres
 from linkedge.settings import Secret, Settings
-from conftest import Db, Process, Stores, run, wait_http
 
 SHARDS = 4
 TODAY = datetime.date.today()
@@ -58,8 +58,11 @@ def rds(own_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
 
 def make_settings(redis_url: str, database_url: str, **changes: Any) -> Settings:
     return Settings(
-        redis_url=Secret(redis_url), database_url=Secret(database_url), click_shards=SHARDS,
-        aggregator_metrics_port=0, aggregate_interval_s=0.05,
+        redis_url=Secret(redis_url),
+        database_url=Secret(database_url),
+        click_shards=SHARDS,
+        aggregator_metrics_port=0,
+        aggregate_interval_s=0.05,
     ).replace(**changes)
 
 
@@ -78,7 +81,11 @@ def produce(client: redis.Redis, counts: Counter[Key]) -> None:
     for (link_id, day, bot), n in counts.items():
         while n > 0:
             step = random.randint(1, n)
-            pipe.hincrby(keys.counts(random.randrange(SHARDS)), counter_field(link_id, day.strftime("%Y%m%d"), bot), step)
+            pipe.hincrby(
+                keys.counts(random.randrange(SHARDS)),
+                counter_field(link_id, day.strftime("%Y%m%d"), bot),
+                step,
+            )
             n -= step
     pipe.execute()
 
@@ -86,30 +93,39 @@ def produce(client: redis.Redis, counts: Counter[Key]) -> None:
 def random_counts(links: list[int], clicks: int) -> Counter[Key]:
     counts: Counter[Key] = Counter()
     for _ in range(clicks):
-        counts[(random.choice(links), random.choice((TODAY, YESTERDAY)), random.random() < 0.3)] += 1
+        counts[
+            (random.choice(links), random.choice((TODAY, YESTERDAY)), random.random() < 0.3)
+        ] += 1
     return counts
 
 
-def expected_rows(counts: Counter[Key]) -> tuple[dict[tuple[int, datetime.date], tuple[int, int]], dict[int, tuple[int, int]]]:
+def expected_rows(
+    counts: Counter[Key],
+) -> tuple[dict[tuple[int, datetime.date], tuple[int, int]], dict[int, tuple[int, int]]]:
     daily: Counter[tuple[int, datetime.date, str]] = Counter()
     totals: Counter[tuple[int, str]] = Counter()
     for (link_id, day, bot), n in counts.items():
         for kind in ("all",) if bot else ("all", "human"):
             daily[(link_id, day, kind)] += n
             totals[(link_id, kind)] += n
-    days = {(l, d) for l, d, _ in daily}
-    links = {l for l, _ in totals}
+    days = {(link, day) for link, day, _ in daily}
+    links = {link for link, _ in totals}
     return (
-        {(l, d): (daily[(l, d, "all")], daily[(l, d, "human")]) for l, d in days},
-        {l: (totals[(l, "all")], totals[(l, "human")]) for l in links},
+        {(lk, day): (daily[(lk, day, "all")], daily[(lk, day, "human")]) for lk, day in days},
+        {link: (totals[(link, "all")], totals[(link, "human")]) for link in links},
     )
 
 
-def stored_rows(db: Db, links: list[int]) -> tuple[dict[tuple[int, datetime.date], tuple[int, int]], dict[int, tuple[int, int]]]:
+def stored_rows(
+    db: Db, links: list[int]
+) -> tuple[dict[tuple[int, datetime.date], tuple[int, int]], dict[int, tuple[int, int]]]:
     daily = db.fetch(
-        "SELECT link_id, day, clicks, human_clicks FROM link_daily_clicks WHERE link_id = ANY($1)", links
+        "SELECT link_id, day, clicks, human_clicks FROM link_daily_clicks WHERE link_id = ANY($1)",
+        links,
     )
-    totals = db.fetch("SELECT link_id, clicks, human_clicks FROM link_click_totals WHERE link_id = ANY($1)", links)
+    totals = db.fetch(
+        "SELECT link_id, clicks, human_clicks FROM link_click_totals WHERE link_id = ANY($1)", links
+    )
     return (
         {(r["link_id"], r["day"]): (r["clicks"], r["human_clicks"]) for r in daily},
         {r["link_id"]: (r["clicks"], r["human_clicks"]) for r in totals},
@@ -152,11 +168,21 @@ def test_pass_moves_exact_totals(rds: redis.Redis, agg_settings: Settings, db: D
     assert pending(rds) == []
     assert summary["clicks_moved"] == 3000
     assert metric("linkedge_aggregator_clicks_moved_total", kind="all") - moved_before == 3000
-    assert db.fetchval("SELECT count(*) FROM link_daily_clicks WHERE link_id = ANY($1) AND day NOT IN ($2, $3)",
-                       links, TODAY, YESTERDAY) == 0
+    assert (
+        db.fetchval(
+            "SELECT count(*) FROM link_daily_clicks"
+            " WHERE link_id = ANY($1) AND day NOT IN ($2, $3)",
+            links,
+            TODAY,
+            YESTERDAY,
+        )
+        == 0
+    )
 
 
-def test_crash_after_commit_replays_as_noop(rds: redis.Redis, agg_settings: Settings, db: Db) -> None:
+def test_crash_after_commit_replays_as_noop(
+    rds: redis.Redis, agg_settings: Settings, db: Db
+) -> None:
     links = link_ids(5)
     first, later = random_counts(links, 500), random_counts(links, 200)
     produce(rds, first)
@@ -201,7 +227,8 @@ def test_two_aggregators_racing_on_one_batch_count_once(
         await b.start()
         try:
             assert a.flusher is not None and b.flusher is not None
-            applied, finished = [], []
+            applied: list[bool] = []
+            finished: list[bool] = []
             for shard in range(SHARDS):
                 batch_a = await a.flusher.take(shard)
                 batch_b = await b.flusher.take(shard)  # sees a's unfinished batch, same id
@@ -210,8 +237,12 @@ def test_two_aggregators_racing_on_one_batch_count_once(
                     continue
                 assert batch_b is not None and batch_b.batch_id == batch_a.batch_id
                 counts_a, counts_b = fold(batch_a.pairs), fold(batch_b.pairs)
-                applied += await asyncio.gather(a.flusher.apply(batch_a, counts_a), b.flusher.apply(batch_b, counts_b))
-                finished += await asyncio.gather(a.flusher.finish(batch_a, []), b.flusher.finish(batch_b, []))
+                applied += await asyncio.gather(
+                    a.flusher.apply(batch_a, counts_a), b.flusher.apply(batch_b, counts_b)
+                )
+                finished += await asyncio.gather(
+                    a.flusher.finish(batch_a, []), b.flusher.finish(batch_b, [])
+                )
             return applied, finished
         finally:
             await a.close()
@@ -225,7 +256,9 @@ def test_two_aggregators_racing_on_one_batch_count_once(
     assert pending(rds) == []
 
 
-def test_concurrent_passes_under_load_count_once(rds: redis.Redis, agg_settings: Settings, db: Db) -> None:
+def test_concurrent_passes_under_load_count_once(
+    rds: redis.Redis, agg_settings: Settings, db: Db
+) -> None:
     links = link_ids(20)
     chunks = [random_counts(links, 300) for _ in range(20)]
 
@@ -234,6 +267,7 @@ def test_concurrent_passes_under_load_count_once(rds: redis.Redis, agg_settings:
         for agg in aggs:
             await agg.start()
         try:
+
             async def keep_passing(agg: Aggregator, done: asyncio.Event) -> None:
                 while not done.is_set():
                     await agg.tick()
@@ -258,18 +292,26 @@ def test_concurrent_passes_under_load_count_once(rds: redis.Redis, agg_settings:
 def test_malformed_fields_are_set_aside(rds: redis.Redis, agg_settings: Settings, db: Db) -> None:
     links = link_ids(2)
     good = random_counts(links, 50)
+    stranger = link_ids(1)[0]  # never in ``good``: its field below must not overwrite a good one
     produce(rds, good)
-    bad = {b"garbage": b"3", b"1:2026:h": b"1", b"x:20260101:h": b"2", f"{links[0]}:20261399:b".encode(): b"4",
-           f"{links[0]}:{TODAY:%Y%m%d}:q".encode(): b"5", f"{2**64}:{TODAY:%Y%m%d}:h".encode(): b"6"}
+    bad = {
+        b"garbage": b"3",
+        b"1:2026:h": b"1",
+        b"x:20260101:h": b"2",
+        f"{links[0]}:20261399:b".encode(): b"4",
+        f"{links[0]}:{TODAY:%Y%m%d}:q".encode(): b"5",
+        f"{2**64}:{TODAY:%Y%m%d}:h".encode(): b"6",
+    }
     for field, value in bad.items():
         rds.hincrby(keys.counts(1), field, int(value))
-    not_a_number = f"{links[1]}:{TODAY:%Y%m%d}:h".encode()
+    not_a_number = f"{stranger}:{TODAY:%Y%m%d}:h".encode()
     rds.hset(keys.counts(2), not_a_number, b"many")
     aside_before = metric("linkedge_aggregator_fields_set_aside_total")
 
     summary = run(one_pass(agg_settings))
 
     assert stored_rows(db, links) == expected_rows(good)
+    assert stored_rows(db, [stranger]) == ({}, {})
     assert pending(rds) == []
     assert rds.hgetall(counts_bad(1)) == bad
     assert rds.hgetall(counts_bad(2)) == {not_a_number: b"many"}
@@ -303,10 +345,15 @@ def test_probe_endpoints(rds: redis.Redis, agg_settings: Settings) -> None:
     assert answers["healthz"].status_code == 200
     assert answers["readyz"].json() == {"status": "ready"}
     text = answers["metrics"].text
-    for name in ("linkedge_aggregator_batches_total", "linkedge_aggregator_clicks_moved_total",
-                 "linkedge_aggregator_fields_set_aside_total", "linkedge_aggregator_flush_duration_seconds",
-                 "linkedge_aggregator_lag_seconds", "linkedge_aggregator_errors_total",
-                 "linkedge_aggregator_build_info"):
+    for name in (
+        "linkedge_aggregator_batches_total",
+        "linkedge_aggregator_clicks_moved_total",
+        "linkedge_aggregator_fields_set_aside_total",
+        "linkedge_aggregator_flush_duration_seconds",
+        "linkedge_aggregator_lag_seconds",
+        "linkedge_aggregator_errors_total",
+        "linkedge_aggregator_build_info",
+    ):
         assert name in text
     assert answers["missing"].status_code == 404
     assert answers["missing"].headers["content-type"] == "application/problem+json"
@@ -314,7 +361,7 @@ def test_probe_endpoints(rds: redis.Redis, agg_settings: Settings) -> None:
 
 
 class Producer(threading.Thread):
-    """HINCRBYs like the edge, in small pipelines, until stopped; remembers exactly what it wrote."""
+    """HINCRBYs like the edge, in small pipelines, until stopped; remembers all it wrote."""
 
     def __init__(self, url: str, links: list[int]) -> None:
         super().__init__(daemon=True)
@@ -339,13 +386,19 @@ class Producer(threading.Thread):
 
 def aggregator_env(settings: Settings, port: int, **extra: str) -> dict[str, str]:
     return dict(
-        REDIS_URL=settings.redis_url.get(), DATABASE_URL=settings.database_url.get(),
-        CLICK_SHARDS=str(SHARDS), AGGREGATE_INTERVAL_S="0.02", AGGREGATOR_METRICS_PORT=str(port),
-        LOG_LEVEL="INFO", **extra,
+        REDIS_URL=settings.redis_url.get(),
+        DATABASE_URL=settings.database_url.get(),
+        CLICK_SHARDS=str(SHARDS),
+        AGGREGATE_INTERVAL_S="0.02",
+        AGGREGATOR_METRICS_PORT=str(port),
+        LOG_LEVEL="INFO",
+        **extra,
     )
 
 
-def start_aggregator(linkedge_process: Callable[..., Process], settings: Settings, **extra: str) -> tuple[Process, str]:
+def start_aggregator(
+    linkedge_process: Callable[..., Process], settings: Settings, **extra: str
+) -> tuple[Process, str]:
     port = free_port()
     proc = linkedge_process("aggregator", **aggregator_env(settings, port, **extra))
     url = f"http://127.0.0.1:{port}"
@@ -355,7 +408,7 @@ def start_aggregator(linkedge_process: Callable[..., Process], settings: Setting
 
 def log_lines(proc: Process) -> list[dict[str, Any]]:
     lines = []
-    for line in proc.output().splitlines():
+    for line in proc.log.read_text(errors="replace").splitlines():
         if line.startswith("{"):
             lines.append(orjson.loads(line))
     return lines
@@ -372,7 +425,10 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> Non
 
 @pytest.mark.slow
 def test_sigkill_mid_flush_loses_nothing_counts_nothing_twice(
-    rds: redis.Redis, own_redis: EmbeddedRedis, agg_settings: Settings, db: Db,
+    rds: redis.Redis,
+    own_redis: EmbeddedRedis,
+    agg_settings: Settings,
+    db: Db,
     linkedge_process: Callable[..., Process],
 ) -> None:
     links = link_ids(50)
@@ -398,7 +454,9 @@ def test_sigkill_mid_flush_loses_nothing_counts_nothing_twice(
 
 @pytest.mark.slow
 def test_postgres_outage_waits_in_redis(
-    rds: redis.Redis, agg_settings: Settings, tmp_path: Path,
+    rds: redis.Redis,
+    agg_settings: Settings,
+    tmp_path: Path,
     linkedge_process: Callable[..., Process],
 ) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg").start()
@@ -410,22 +468,33 @@ def test_postgres_outage_waits_in_redis(
         before, during = random_counts(links, 300), random_counts(links, 300)
         proc, url = start_aggregator(linkedge_process, settings)
         produce(rds, before)
-        wait_for(lambda: stored_rows(own_db, links) == expected_rows(before), "the first clicks in Postgres")
+        wait_for(
+            lambda: stored_rows(own_db, links) == expected_rows(before),
+            "the first clicks in Postgres",
+        )
 
         pg.stop()
         produce(rds, during)
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 503, "readiness to fail")
         problem = httpx.get(f"{url}/readyz").json()
         assert problem["status"] == 503 and problem["detail"].startswith("postgres unavailable")
-        wait_for(lambda: bool(rds.keys(f"{keys.PREFIX}:*:counts:snapshot")), "a snapshot waiting in Redis")
+        wait_for(
+            lambda: bool(rds.keys(f"{keys.PREFIX}:*:counts:snapshot")),
+            "a snapshot waiting in Redis",
+        )
 
         pg.start()  # same data directory, same port
-        wait_for(lambda: stored_rows(own_db, links) == expected_rows(before + during), "the clicks of the outage")
+        wait_for(
+            lambda: stored_rows(own_db, links) == expected_rows(before + during),
+            "the clicks of the outage",
+        )
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness to recover")
         assert proc.stop() == 0
         messages = [line["msg"] for line in log_lines(proc)]
         failed = [m for m in messages if "pass failed" in m]
-        assert 1 <= len(failed) <= 3  # once per outage (again only if the cause changes), not per retry
+        assert (
+            1 <= len(failed) <= 3
+        )  # once per outage (again only if the cause changes), not per retry
         assert any("recovered" in m for m in messages)
     finally:
         pg.stop()
@@ -433,7 +502,10 @@ def test_postgres_outage_waits_in_redis(
 
 @pytest.mark.slow
 def test_redis_outage_waits(
-    agg_settings: Settings, db: Db, tmp_path: Path, linkedge_process: Callable[..., Process],
+    agg_settings: Settings,
+    db: Db,
+    tmp_path: Path,
+    linkedge_process: Callable[..., Process],
 ) -> None:
     server = EmbeddedRedis(tmp_path / "redis", persist=True).start()
     client = redis.Redis.from_url(server.url)
@@ -443,14 +515,19 @@ def test_redis_outage_waits(
         before, after = random_counts(links, 200), random_counts(links, 200)
         proc, url = start_aggregator(linkedge_process, settings)
         produce(client, before)
-        wait_for(lambda: stored_rows(db, links) == expected_rows(before), "the first clicks in Postgres")
+        wait_for(
+            lambda: stored_rows(db, links) == expected_rows(before), "the first clicks in Postgres"
+        )
 
         server.stop()
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 503, "readiness to fail")
         assert httpx.get(f"{url}/readyz").json()["detail"].startswith("redis unavailable")
         server.start()
         produce(client, after)
-        wait_for(lambda: stored_rows(db, links) == expected_rows(before + after), "the clicks after the outage")
+        wait_for(
+            lambda: stored_rows(db, links) == expected_rows(before + after),
+            "the clicks after the outage",
+        )
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, "readiness to recover")
         assert proc.stop() == 0
     finally:

@@ -90,47 +90,49 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 class _Outage:
-    """Logs a run of failed passes at its start (again if the cause changes) and at its end."""
+    """Logs a run of failed passes at its start (again for each new cause) and at its end."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.since: float | None = None
-        self.cause = ""
+        self.causes: set[str] = set()
         self.failures = 0
 
     def failed(self, exc: Exception) -> None:
         self.failures += 1
         cause = type(exc).__name__
-        if self.since is None or cause != self.cause:
-            log.warning(
-                "%s: pass failed, retrying with backoff: %s: %s",
-                self.name,
-                cause,
-                exc,
-                extra={"worker": self.name, "error": cause},
-                exc_info=not _is_expected(exc),
-            )
-            self.since = self.since or time.monotonic()
-            self.cause = cause
+        if cause in self.causes:
+            return
+        log.warning(
+            "%s: pass failed, retrying with backoff: %s: %s",
+            self.name,
+            cause,
+            exc,
+            extra={"worker": self.name, "error": cause},
+            exc_info=not _is_expected(exc),
+        )
+        self.since = self.since or time.monotonic()
+        self.causes.add(cause)
 
     def succeeded(self) -> None:
         if self.since is not None:
+            outage_s = time.monotonic() - self.since
             log.warning(
                 "%s: recovered after %.1f s",
                 self.name,
-                time.monotonic() - self.since,
-                extra={"worker": self.name, "outage_s": round(time.monotonic() - self.since, 3)},
+                outage_s,
+                extra={"worker": self.name, "outage_s": round(outage_s, 3)},
             )
             self.since = None
-            self.cause = ""
+            self.causes.clear()
 
 
 def _is_expected(exc: Exception) -> bool:
     """Connection trouble needs no traceback in the log; anything else does."""
-    return (
-        isinstance(exc, (OSError, TimeoutError, ConnectionError))
-        or "Connection" in type(exc).__name__
-    )
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    name = type(exc).__name__
+    return "Connect" in name or "Timeout" in name
 
 
 async def run_worker(

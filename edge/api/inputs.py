@@ -107,7 +107,7 @@ def _raise(errors: list[dict[str, str]]) -> None:
 def new_link(body: object, reserved: frozenset[str], prefix: str = "") -> NewLink:
     """A create request; raises a 422 ``Problem`` listing every field at fault."""
     fields, errors = _check_fields(body, CREATE_FIELDS, prefix)
-    if fields and "url" not in fields:
+    if isinstance(body, dict) and "url" not in body:
         errors.append({"field": prefix + "url", "message": "is required"})
     checkers = dict(_EDITABLE, code=lambda value: validation.custom_code(value, reserved))
     values, field_errors = _collect(fields, checkers, prefix)

@@ -80,7 +80,10 @@ def target_url(value: object, field: str = "url") -> str:
         raise invalid(
             field, "must not contain whitespace or control characters; percent-encode them (%20)"
         )
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # e.g. a bracketed host that is not an IPv6 address
+        raise invalid(field, f"is not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in {"http", "https"}:
         shown = f"{scheme!r}" if scheme else "none"

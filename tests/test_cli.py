@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 
 from linkedge.migrate import migration_files
+from linkedge.settings import Secret, Settings
 from conftest import ROOT, Db, Stores, run
 
 
@@ -151,3 +153,36 @@ def test_a_missing_store_url_is_named_and_exits_2(stores: Stores) -> None:
     assert result.returncode == 2
     assert "DATABASE_URL is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def readme_config_table() -> dict[str, str]:
+    """``{VARIABLE: default cell}`` of the README's one configuration table."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 3:
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def readme_default(value: object) -> str:
+    """How the README writes a default."""
+    if isinstance(value, Secret):
+        return "(unset)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return "(none)"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    if value == "":
+        return "(empty)"
+    return f"`{value}`"
+
+
+def test_readme_lists_every_setting_with_its_default() -> None:
+    table = readme_config_table()
+    expected = {f.name.upper(): readme_default(f.default) for f in dataclasses.fields(Settings)}
+    assert {name: table.get(name) for name in expected} == expected

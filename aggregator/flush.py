@@ -35,6 +35,9 @@ from linkedge.events import parse_counter_field
 log = logging.getLogger("linkedge.aggregator")
 
 _MAX_BIGINT = 2**63 - 1
+# Far above any real count of one flush window, far below what could overflow a bigint sum: a
+# larger value is corrupt input, set aside rather than left to fail the batch on every retry.
+_MAX_FIELD_VALUE = 10**12
 T = TypeVar("T")
 
 
@@ -133,7 +136,7 @@ def fold(pairs: list[tuple[bytes, bytes]]) -> Counts:
             link_id, day_text, bot = parse_counter_field(field)
             day = _parse_day(day_text, days)
             value = int(raw)
-            if not (0 < link_id <= _MAX_BIGINT and 0 <= value <= _MAX_BIGINT):
+            if not (0 < link_id <= _MAX_BIGINT and 0 <= value <= _MAX_FIELD_VALUE):
                 raise ValueError("out of range")
         except ValueError:  # EventDecodeError, UnicodeDecodeError and int() failures alike
             counts.bad.append((field, raw))
@@ -159,10 +162,11 @@ class Flusher:
         self._take = redis.register_script(TAKE)
         self._finish = redis.register_script(FINISH)
 
-    async def take(self, shard: int, new_id: str | None = None) -> Batch | None:
+    async def take(self, shard: int) -> Batch | None:
+        """The shard's unfinished batch, else a new one made of its live counters, else None."""
         found = await self._take(
             keys=[keys.counts(shard), keys.counts_snapshot(shard), keys.counts_batch(shard)],
-            args=[new_id or uuid.uuid4().hex],
+            args=[uuid.uuid4().hex],
         )
         if not found:
             return None

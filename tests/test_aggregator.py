@@ -301,6 +301,7 @@ def test_malformed_fields_are_set_aside(rds: redis.Redis, agg_settings: Settings
         f"{links[0]}:20261399:b".encode(): b"4",
         f"{links[0]}:{TODAY:%Y%m%d}:q".encode(): b"5",
         f"{2**64}:{TODAY:%Y%m%d}:h".encode(): b"6",
+        f"{stranger}:{TODAY:%Y%m%d}:b".encode(): str(10**15).encode(),  # implausibly many
     }
     for field, value in bad.items():
         rds.hincrby(keys.counts(1), field, int(value))

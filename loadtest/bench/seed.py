@@ -1,0 +1,85 @@
+"""Links for the bench, written straight into Postgres with one COPY; click totals read back."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from linkedge import apikeys, keys
+from loadtest.bench.workload import code
+
+
+async def seed_links(dsn: str, count: int, *, account: str = "bench") -> tuple[int, str]:
+    """Create ``account`` with an API key and ``count`` links ``code(0..count-1)``; return (account_id, key)."""
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        _, key = await apikeys.create_key(conn, account)
+        account_id = await apikeys.ensure_account(conn, account)
+        records = [(account_id, code(i), f"https://example.com/landing/{i}") for i in range(count)]
+        await conn.copy_records_to_table("links", records=records, columns=["account_id", "code", "url"])
+        await conn.execute("ANALYZE links")
+        return account_id, key
+    finally:
+        await conn.close()
+
+
+async def postgres_clicks(dsn: str) -> int:
+    """Every click the aggregator has moved to Postgres so far."""
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(sum(clicks), 0) FROM link_click_totals"))
+    finally:
+        await conn.close()
+
+
+async def links_of(dsn: str, account_id: int) -> int:
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id))
+    finally:
+        await conn.close()
+
+
+async def redis_pending_clicks(url: str, shards: int) -> int:
+    """Clicks still in Redis counters (live hash and the aggregator's snapshot) over all shards."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        total = 0
+        for shard in range(shards):
+            for key in (keys.counts(shard), keys.counts_snapshot(shard)):
+                total += sum(int(v) for v in await client.hvals(key))
+        return total
+    finally:
+        await client.aclose()
+
+
+async def forget_links(url: str, codes: list[str]) -> None:
+    """Delete the Redis copies of ``codes`` so that the next lookup of each goes to Postgres."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        for start in range(0, len(codes), 5000):
+            await client.delete(*[keys.link(c) for c in codes[start : start + 5000]])
+    finally:
+        await client.aclose()
+
+
+async def cached_in_redis(url: str, codes: list[str]) -> int:
+    """How many of ``codes`` have a link record in Redis."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        found = 0
+        for start in range(0, len(codes), 5000):
+            found += int(await client.exists(*[keys.link(c) for c in codes[start : start + 5000]]))
+        return found
+    finally:
+        await client.aclose()
+
+
+async def trim_streams(url: str, shards: int) -> None:
+    """Empty the click streams between edge runs: analytics is measured on its own, not during them."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        for shard in range(shards):
+            await client.xtrim(keys.clicks_stream(shard), maxlen=0)
+    finally:
+        await client.aclose()

@@ -1,0 +1,282 @@
+"""helm/linkedge: lints, renders with the Helm engine (helm-python-sdk, no binary) and every
+rendered manifest validates against the Kubernetes schemas (kubernetes-validate, strict)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from linkedge.settings import Settings
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency")
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is a dev dependency")
+
+CHART = Path(__file__).resolve().parent.parent / "helm" / "linkedge"
+PRODUCTION = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas we have.
+KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
+# Custom resources: no schema in kubernetes-validate; their shape is checked by hand below.
+CUSTOM_KINDS = {"ServiceMonitor"}
+SETTINGS_ENV = {field.name.upper() for field in dataclasses.fields(Settings)}
+STORE_ENV = {"REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL"}
+
+
+def render(values: dict[str, Any] | None = None, **options: Any) -> list[dict[str, Any]]:
+    options = {"name": "linkedge", "namespace": "links", "is_install": True, **options}
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, **options)
+    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name}, got {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d["spec"]["template"]["spec"] for d in docs if d["kind"] in {"Deployment", "Job"}]
+
+
+VALUE_SETS = {"default": None, "production": PRODUCTION}
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_lint_is_clean(values: dict[str, Any] | None) -> None:
+    report = helm.lint(CHART, values, strict=True)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [] and report["errors"] == [], report
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("upgrade", [False, True], ids=["install", "upgrade"])
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_manifest_validates_strictly(values: dict[str, Any] | None, upgrade: bool, kube_version: str) -> None:
+    docs = render(values, is_install=not upgrade, is_upgrade=upgrade)
+    assert docs
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+
+
+def test_default_values_render_the_whole_application() -> None:
+    kinds = sorted(d["kind"] for d in render())
+    assert kinds == sorted([
+        "ConfigMap", "Secret", "Secret", "ServiceAccount",
+        "Deployment", "Deployment", "Deployment", "Service", "Service", "Service",
+        "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job",
+    ])
+
+
+def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook() -> None:
+    for values in VALUE_SETS.values():
+        docs = render(values)
+        job = one(docs, "Job", "linkedge-migrations")
+        annotations = job["metadata"]["annotations"]
+        assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+        assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == ["migrate"]
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        # The hook runs before the release's own resources exist: whatever Secret it reads must be
+        # a hook created before it, or one the user manages.
+        secret_names = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+        assert len(secret_names) == 1
+        (secret_name,) = secret_names
+        hook_secrets = find(docs, "Secret", secret_name)
+        if values is None:
+            (secret,) = hook_secrets
+            assert "pre-install" in secret["metadata"]["annotations"]["helm.sh/hook"]
+            assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+        else:
+            assert secret_name == values["stores"]["existingSecret"]["name"] and hook_secrets == []
+
+
+def _checksums(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        for d in find(docs, "Deployment")
+    }
+
+
+def test_config_checksum_rolls_every_deployment_when_config_changes() -> None:
+    before = _checksums(render())
+    assert len(before) == 3
+    assert _checksums(render()) == before, "the checksum is deterministic"
+    after = _checksums(render({"config": {"LOG_LEVEL": "DEBUG"}}))
+    assert after.keys() == before.keys()
+    assert all(after[name] != before[name] for name in before)
+    # A value that is not config (replica count) does not roll the pods.
+    assert _checksums(render({"aggregator": {"replicas": 2}})) == before
+
+
+def test_secret_checksum_changes_with_a_store_url() -> None:
+    def checksums(values: dict[str, Any] | None) -> set[str]:
+        return {d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] for d in find(render(values), "Deployment")}
+
+    assert checksums(None) != checksums({"stores": {"redisUrl": "redis://other-redis:6379/0"}})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": 3},
+        {"edge": {"replicass": 3}},
+        {"config": {"LOG_LEVELL": "DEBUG"}},
+        {"edge": {"autoscaling": {"enabled": True, "maxReplica": 3}}},
+        {"stores": {"existingSecret": {"name": "x", "keys": {"redis": "REDIS"}}}},
+        {"edge": {"resources": {"requests": {"cpus": "1"}}}},
+    ],
+    ids=["top-level", "edge", "config", "autoscaling", "secret-keys", "resources"],
+)
+def test_unknown_values_key_is_rejected(values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError, match="additional properties"):
+        render(values)
+
+
+def test_malformed_values_are_rejected() -> None:
+    with pytest.raises(helm.HelmValuesError):
+        render({"edge": {"workers": 0}})
+    with pytest.raises(helm.HelmValuesError):
+        render({"stores": {"databaseUrl": "mysql://nope"}})
+
+
+def test_schema_forbids_unknown_keys_in_every_object() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+            for key, child in node.items():
+                walk(child, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, f"{path}/{index}")
+
+    walk(schema, "")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(defaults) == set(schema["properties"]), "values.yaml and the schema list the same keys"
+
+
+def test_config_keys_are_linkedge_settings_and_never_secrets() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    config_keys = set(schema["properties"]["config"]["properties"])
+    assert config_keys <= SETTINGS_ENV, config_keys - SETTINGS_ENV
+    assert not config_keys & STORE_ENV
+    for values in VALUE_SETS.values():
+        configmap = one(render(values), "ConfigMap", "linkedge")
+        assert set(configmap["data"]) <= SETTINGS_ENV, set(configmap["data"]) - SETTINGS_ENV
+        assert not set(configmap["data"]) & STORE_ENV
+        assert configmap["data"]["METRICS_HOST"] == "0.0.0.0"
+        assert configmap["data"]["HOST"] == "0.0.0.0"
+
+
+def test_workers_listen_on_their_metrics_ports_and_every_container_is_probed() -> None:
+    docs = render(PRODUCTION)
+    ports = {}
+    for deployment in find(docs, "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        ports[container["name"]] = container["ports"][0]["containerPort"]
+        for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            assert container[probe]["httpGet"]["path"] == path
+        assert {e["name"] for e in container["env"]} >= STORE_ENV
+    assert ports == {"edge": 8000, "aggregator": 9101, "analytics": 9102}
+    configmap = one(docs, "ConfigMap", "linkedge")
+    assert configmap["data"]["AGGREGATOR_METRICS_PORT"] == "9101"
+    assert configmap["data"]["ANALYTICS_PORT"] == "9102"
+    assert configmap["data"]["ANALYTICS_URL"] == "http://linkedge-analytics:9102"
+
+
+def test_pods_run_restricted_with_writable_scratch_only_where_mounted() -> None:
+    for values in VALUE_SETS.values():
+        for spec in pod_specs(render(values)):
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["automountServiceAccountToken"] is False
+            mounted = {v["name"] for v in spec["volumes"]}
+            for container in spec["containers"]:
+                security = container["securityContext"]
+                assert security["readOnlyRootFilesystem"] is True
+                assert security["allowPrivilegeEscalation"] is False
+                assert security["capabilities"]["drop"] == ["ALL"]
+                assert set(container["resources"]) == {"requests", "limits"}
+                assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+                assert {m["name"] for m in container["volumeMounts"]} <= mounted
+
+
+def test_edge_scales_keeps_capacity_and_drains_gracefully() -> None:
+    docs = render(PRODUCTION)
+    edge = one(docs, "Deployment", "linkedge-edge")
+    assert "replicas" not in edge["spec"], "the HPA owns the replica count"
+    hpa = one(docs, "HorizontalPodAutoscaler", "linkedge-edge")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "linkedge-edge"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 30)
+    pdb = one(docs, "PodDisruptionBudget", "linkedge-edge")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == edge["spec"]["selector"]["matchLabels"]
+    spec = edge["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert {"name": "EDGE_WORKERS", "value": "4"} in container["env"]
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert spec["terminationGracePeriodSeconds"] > pre_stop + 30, "room for the kill timeout and a click flush"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    configmap = one(docs, "ConfigMap", "linkedge")
+    assert mounts["spool"] == configmap["data"]["CLICK_SPOOL_DIR"]
+    assert configmap["data"]["PROMETHEUS_MULTIPROC_DIR"].startswith(mounts["tmp"] + "/")
+
+    fixed = render({"edge": {"autoscaling": {"enabled": False}, "replicas": 4}})
+    assert one(fixed, "Deployment", "linkedge-edge")["spec"]["replicas"] == 4
+    assert find(fixed, "HorizontalPodAutoscaler") == []
+
+
+def test_existing_secret_replaces_the_charts_secret() -> None:
+    docs = render(PRODUCTION)
+    assert find(docs, "Secret") == []
+    (container,) = one(docs, "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["DATABASE_URL"] == {"name": "linkedge-stores", "key": "database-url"}
+    assert refs["REDIS_URL"] == {"name": "linkedge-stores", "key": "redis-url"}
+
+
+def test_scrape_annotations_or_service_monitor() -> None:
+    default = render()
+    for deployment in find(default, "Deployment"):
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+    assert find(default, "ServiceMonitor") == []
+
+    production = render(PRODUCTION)
+    (monitor,) = find(production, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = find(production, "Service")
+    assert len(services) == 3
+    for service in services:
+        assert selector.items() <= service["metadata"]["labels"].items()
+        assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    for deployment in find(production, "Deployment"):
+        assert "prometheus.io/scrape" not in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_image_by_digest() -> None:
+    (container,) = one(render(PRODUCTION), "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == (
+        "registry.example.com/platform/linkedge:0.1.0@" + PRODUCTION["image"]["digest"]
+    )
+    (default,) = one(render(), "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["containers"]
+    assert default["image"] == "linkedge:0.1.0"

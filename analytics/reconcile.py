@@ -56,7 +56,8 @@ class InFlight:
     unacked_human: Counter[Key] = dataclasses.field(default_factory=Counter)
 
     def widest(self, other: InFlight) -> InFlight:
-        return InFlight(*(a | b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+        names = [f.name for f in dataclasses.fields(self)]
+        return InFlight(*(getattr(self, name) | getattr(other, name) for name in names))
 
 
 @dataclasses.dataclass

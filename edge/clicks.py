@@ -117,7 +117,7 @@ class ClickRecorder:
                 self._wake.set()
             if self._closed:
                 self._drop_pending("closed")
-        except Exception:  # never fail a redirect for a click
+        except Exception:  # noqa: BLE001 -- never fail a redirect for a click; counted
             self._drop(1, "error")
 
     async def record_now(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
@@ -219,7 +219,7 @@ class ClickRecorder:
         for start in range(0, len(records), self._batch_size):
             counters: dict[str, int] = {}
             events: list[bytes] = []
-            for ts, link, scope, location in records[start:start + self._batch_size]:
+            for ts, link, scope, location in records[start : start + self._batch_size]:
                 try:
                     click = self._click(ts, link, scope, location)
                     event = encode(click)
@@ -284,14 +284,20 @@ class ClickRecorder:
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 applied = await self._script(
-                    keys=[keys.counts(shard), keys.clicks_stream(shard), keys.flush_marker(shard, batch.flush_id)],
+                    keys=[
+                        keys.counts(shard),
+                        keys.clicks_stream(shard),
+                        keys.flush_marker(shard, batch.flush_id),
+                    ],
                     args=args,
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             CLICK_FLUSH_ERRORS.inc()
             if not self._failures:
-                log.warning("redis unavailable for clicks; holding them in memory, then the spool",
-                            extra={"error": repr(exc)})
+                log.warning(
+                    "redis unavailable for clicks; holding them in memory, then the spool",
+                    extra={"error": repr(exc)},
+                )
             self._failures += 1
             self._retry_at = time.monotonic() + min(MAX_BACKOFF_S, 0.05 * 2 ** (self._failures - 1))
             return False
@@ -323,7 +329,10 @@ class ClickRecorder:
         try:
             written = self._spool.write(batches)
         except OSError as exc:
-            log.error("click spool write failed", extra={"error": repr(exc), "dir": str(self._spool.directory)})
+            log.error(
+                "click spool write failed",
+                extra={"error": repr(exc), "dir": str(self._spool.directory)},
+            )
             written, reason = 0, "spool_error"
         if written:
             CLICKS_SPOOLED.inc(sum(len(batch.events) for batch in batches[:written]))
@@ -370,8 +379,10 @@ class ClickRecorder:
     def _drop(self, clicks: int, reason: str) -> None:
         CLICKS_DROPPED.labels(reason=reason).inc(clicks)
         if not self._dropping:
-            log.warning("dropping clicks: memory and spool are full, or the recorder is closed",
-                        extra={"reason": reason, "spool_dir": str(self._spool.directory)})
+            log.warning(
+                "dropping clicks: memory and spool are full, or the recorder is closed",
+                extra={"reason": reason, "spool_dir": str(self._spool.directory)},
+            )
         self._dropping += clicks
 
     def _end_drop_episode(self) -> None:
@@ -380,7 +391,9 @@ class ClickRecorder:
             self._dropping = 0
 
 
-def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(
+    entries: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     try:
         return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
     except ValueError as exc:

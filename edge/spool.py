@@ -42,8 +42,12 @@ class Batch:
 
     def to_line(self) -> bytes:
         body = orjson.dumps(
-            {"f": self.flush_id, "s": self.shard, "c": self.counters,
-             "e": [event.decode() for event in self.events]}
+            {
+                "f": self.flush_id,
+                "s": self.shard,
+                "c": self.counters,
+                "e": [event.decode() for event in self.events],
+            }
         )
         return b"%d %s\n" % (len(self.events), body)
 

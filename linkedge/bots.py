@@ -21,6 +21,7 @@ per user-agent string in a bounded LRU; real traffic has few distinct user agent
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from crawlerdetect import CrawlerDetect
 
@@ -32,7 +33,7 @@ CRAWLER = "crawler"
 USER_AGENT_MAX = 512  # longer user agents are cut to this before caching and storing
 
 # Lower-cased header name -> test of its lower-cased, stripped value.
-_PREFETCH_HEADERS = {
+_PREFETCH_HEADERS: dict[str, Callable[[str], bool]] = {
     "purpose": lambda value: value == "prefetch",
     "sec-purpose": lambda value: value.startswith("prefetch"),
     "x-purpose": lambda value: value in ("preview", "prefetch"),

@@ -43,7 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def make_link(code: str | None = None) -> LinkRecord:
     return LinkRecord(
-        id=int(uuid.uuid4().int % 10**12), account_id=7, code=code or uuid.uuid4().hex[:8],
+        id=int(uuid.uuid4().int % 10**12),
+        account_id=7,
+        code=code or uuid.uuid4().hex[:8],
         url="https://example.com/landing",
     )
 
@@ -54,9 +56,17 @@ def make_scope(
     client: tuple[str, int] | None = ("203.0.113.7", 50123),
     query: bytes = b"",
 ) -> dict[str, Any]:
-    pairs = list((headers or {"user-agent": CHROME}).items()) if not isinstance(headers, list) else headers
+    pairs = (
+        list((headers or {"user-agent": CHROME}).items())
+        if not isinstance(headers, list)
+        else headers
+    )
     return {
-        "type": "http", "method": method, "path": "/abc", "query_string": query, "client": client,
+        "type": "http",
+        "method": method,
+        "path": "/abc",
+        "query_string": query,
+        "client": client,
         "headers": [(name.encode(), value.encode()) for name, value in pairs],
     }
 
@@ -75,20 +85,25 @@ def metric(name: str, **labels: str) -> float:
 def total_dropped() -> float:
     return sum(
         sample.value
-        for family in REGISTRY.collect() if family.name == "linkedge_clicks_dropped"
-        for sample in family.samples if sample.name == "linkedge_clicks_dropped_total"
+        for family in REGISTRY.collect()
+        if family.name == "linkedge_clicks_dropped"
+        for sample in family.samples
+        if sample.name == "linkedge_clicks_dropped_total"
     )
 
 
 async def stream_clicks(client: aioredis.Redis, shards: int = SHARDS) -> list[Click]:
     clicks = []
     for shard in range(shards):
-        for _id, fields in await client.xrange(keys.clicks_stream(shard)):
+        entries: Any = await client.xrange(keys.clicks_stream(shard))
+        for _id, fields in entries:
             clicks.append(decode(fields[b"e"]))
     return clicks
 
 
-async def counters(client: aioredis.Redis, shards: int = SHARDS) -> collections.Counter[tuple[int, str, bool]]:
+async def counters(
+    client: aioredis.Redis, shards: int = SHARDS
+) -> collections.Counter[tuple[int, str, bool]]:
     total: collections.Counter[tuple[int, str, bool]] = collections.Counter()
     for shard in range(shards):
         for field, value in (await client.hgetall(keys.counts(shard))).items():
@@ -123,9 +138,9 @@ def click_settings(settings: Settings) -> Settings:
 
 
 @asynccontextmanager
-async def recorder(settings: Settings, url: str, *, flush: bool = True) -> AsyncIterator[
-    tuple[ClickRecorder, aioredis.Redis]
-]:
+async def recorder(
+    settings: Settings, url: str, *, flush: bool = True
+) -> AsyncIterator[tuple[ClickRecorder, aioredis.Redis]]:
     client = client_for(url)
     if flush:
         await client.flushdb()
@@ -142,8 +157,12 @@ async def recorder(settings: Settings, url: str, *, flush: bool = True) -> Async
 def test_event_fields_derived_from_the_scope(click_settings: Settings, db9_url: str) -> None:
     link = make_link()
     scope = make_scope(
-        headers={"user-agent": CHROME, "referer": "https://news.example/item?id=1",
-                 "accept-language": "fr-CH, fr;q=0.9", "host": "sho.rt"},
+        headers={
+            "user-agent": CHROME,
+            "referer": "https://news.example/item?id=1",
+            "accept-language": "fr-CH, fr;q=0.9",
+            "host": "sho.rt",
+        },
         query=b"utm_source=newsletter&utm_medium=email&utm_campaign=spring%20sale&x=1",
     )
 
@@ -166,12 +185,18 @@ def test_event_fields_derived_from_the_scope(click_settings: Settings, db9_url: 
     assert click.referer == "https://news.example/item?id=1"
     assert click.accept_language == "fr-CH, fr;q=0.9"
     assert click.host == "sho.rt"
-    assert click.utm == {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "spring sale"}
+    assert click.utm == {
+        "utm_source": "newsletter",
+        "utm_medium": "email",
+        "utm_campaign": "spring sale",
+    }
     assert click.bot == ""
     assert counts == {(link.id, click.day, False): 1}
 
 
-def test_counters_and_stream_entries_arrive_together(click_settings: Settings, db9_url: str) -> None:
+def test_counters_and_stream_entries_arrive_together(
+    click_settings: Settings, db9_url: str
+) -> None:
     links = [make_link() for _ in range(3)]
     settings = click_settings.replace(click_flush_max_events=7)
 
@@ -189,7 +214,9 @@ def test_counters_and_stream_entries_arrive_together(click_settings: Settings, d
     by_link = collections.Counter(c.link_id for c in clicks)
     assert by_link == {link.id: 20 for link in links}
     assert sum(counts.values()) == 60
-    assert {(lid, bot): n for (lid, _day, bot), n in counts.items()} == {(link.id, False): 20 for link in links}
+    assert {(lid, bot): n for (lid, _day, bot), n in counts.items()} == {
+        (link.id, False): 20 for link in links
+    }
 
 
 async def _at_least(clicks: Awaitable[list[Click]], n: int) -> list[Click]:
@@ -220,8 +247,14 @@ def test_bot_reasons_decide_the_counter_field(click_settings: Settings, db9_url:
     clicks, counts = asyncio.run(go())
     reasons = {c.target.rsplit("/", 1)[1]: c.bot for c in clicks}
     assert reasons == {
-        "head": "head", "prefetch": "prefetch", "prefetch-moz": "prefetch", "prefetch-safari": "prefetch",
-        "prefetch-purpose": "prefetch", "crawler": "crawler", "empty-ua": "crawler", "human": "",
+        "head": "head",
+        "prefetch": "prefetch",
+        "prefetch-moz": "prefetch",
+        "prefetch-safari": "prefetch",
+        "prefetch-purpose": "prefetch",
+        "crawler": "crawler",
+        "empty-ua": "crawler",
+        "human": "",
     }
     day = clicks[0].day
     assert counts == {(link.id, day, True): 7, (link.id, day, False): 1}
@@ -232,7 +265,9 @@ def test_forwarded_for_only_from_trusted_proxies() -> None:
 
     nets = _networks(("10.0.0.0/8", "192.168.1.1", "fd00::/8"))
     assert client_ip("10.1.2.3", ["198.51.100.9, 10.0.0.5"], nets) == "198.51.100.9"
-    assert client_ip("10.1.2.3", ["6.6.6.6, 198.51.100.9"], nets) == "198.51.100.9"  # spoofed left part
+    assert (
+        client_ip("10.1.2.3", ["6.6.6.6, 198.51.100.9"], nets) == "198.51.100.9"
+    )  # spoofed left part
     assert client_ip("10.1.2.3", ["6.6.6.6", "198.51.100.9, 192.168.1.1"], nets) == "198.51.100.9"
     assert client_ip("203.0.113.7", ["198.51.100.9"], nets) == "203.0.113.7"  # untrusted peer
     assert client_ip("10.1.2.3", [], nets) == "10.1.2.3"
@@ -248,10 +283,14 @@ def test_forwarded_for_only_from_trusted_proxies() -> None:
 def test_forwarded_for_through_the_recorder(click_settings: Settings, db9_url: str) -> None:
     settings = click_settings.replace(trusted_proxies=("127.0.0.0/8",))
     link = make_link()
-    via_proxy = make_scope(client=("127.0.0.1", 4000),
-                           headers={"user-agent": CHROME, "x-forwarded-for": "198.51.100.9"})
-    direct = make_scope(client=("203.0.113.50", 4000),
-                        headers={"user-agent": CHROME, "x-forwarded-for": "198.51.100.10"})
+    via_proxy = make_scope(
+        client=("127.0.0.1", 4000),
+        headers={"user-agent": CHROME, "x-forwarded-for": "198.51.100.9"},
+    )
+    direct = make_scope(
+        client=("203.0.113.50", 4000),
+        headers={"user-agent": CHROME, "x-forwarded-for": "198.51.100.10"},
+    )
     no_client = make_scope(client=None)
 
     async def go() -> list[Click]:
@@ -266,10 +305,17 @@ def test_forwarded_for_through_the_recorder(click_settings: Settings, db9_url: s
 
 
 def test_utm_params() -> None:
-    query = (b"utm_source=news&UTM_Medium=e%2Dmail&utm_campaign=a+b&utm_term=t&utm_content=c"
-             b"&other=1&utm_source=second&utm_id=9")
-    assert utm_params(query) == {"utm_source": "news", "utm_medium": "e-mail", "utm_campaign": "a b",
-                                 "utm_term": "t", "utm_content": "c"}
+    query = (
+        b"utm_source=news&UTM_Medium=e%2Dmail&utm_campaign=a+b&utm_term=t&utm_content=c"
+        b"&other=1&utm_source=second&utm_id=9"
+    )
+    assert utm_params(query) == {
+        "utm_source": "news",
+        "utm_medium": "e-mail",
+        "utm_campaign": "a b",
+        "utm_term": "t",
+        "utm_content": "c",
+    }
     assert utm_params(b"") == {}
     assert utm_params(b"a=1&b=2") == {}
     assert utm_params(b"utm_source=" + b"x" * 1000)["utm_source"] == "x" * 256
@@ -278,13 +324,23 @@ def test_utm_params() -> None:
 
 # ---- idempotence --------------------------------------------------------------------------------
 def test_replayed_flush_id_is_not_applied_twice(db9_url: str) -> None:
-    async def go() -> tuple[list[int], int, dict[bytes, bytes]]:
+    async def go() -> tuple[list[Any], int, dict[Any, Any]]:
         client = client_for(db9_url)
         await client.flushdb()
         script = client.register_script(FLUSH_SCRIPT)
         flush_id = uuid.uuid4().hex
         run_keys = [keys.counts(2), keys.clicks_stream(2), keys.flush_marker(2, flush_id)]
-        args = [keys.FLUSH_MARKER_TTL_S, 2, "5:20260101:h", 2, "5:20260101:b", 1, b'{"a":1}', b'{"a":2}', b'{"a":3}']
+        args: list[Any] = [
+            keys.FLUSH_MARKER_TTL_S,
+            2,
+            "5:20260101:h",
+            2,
+            "5:20260101:b",
+            1,
+            b'{"a":1}',
+            b'{"a":2}',
+            b'{"a":3}',
+        ]
         results = [await script(keys=run_keys, args=args), await script(keys=run_keys, args=args)]
         other = uuid.uuid4().hex  # a different flush id is a different flush
         results.append(await script(keys=[*run_keys[:2], keys.flush_marker(2, other)], args=args))
@@ -305,7 +361,10 @@ def test_retry_after_lost_reply_is_a_noop(click_settings: Settings, db9_url: str
     link = make_link()
 
     async def go() -> tuple[list[Click], collections.Counter[Any]]:
-        async with recorder(click_settings.replace(click_flush_interval_ms=60_000), db9_url) as (rec, client):
+        async with recorder(click_settings.replace(click_flush_interval_ms=60_000), db9_url) as (
+            rec,
+            client,
+        ):
             [batch] = rec._build([(time.time(), link, make_scope(), "https://example.com/x")])
             assert await rec._send(batch)  # first attempt: applied, pretend the reply was lost
             rec._hold([batch])  # ...so the batch is still held, and close() retries it
@@ -402,11 +461,15 @@ def test_outage_memory_then_spool_then_exactly_once(
                 rec.record(link, make_scope(), "https://example.com/x")
                 if i % 10 == 9:
                     await asyncio.sleep(0.05)
-            await eventually(lambda: _async(metric("linkedge_clicks_spooled_total") - spooled >= 80))
+            await eventually(
+                lambda: _async(metric("linkedge_clicks_spooled_total") - spooled >= 80)
+            )
             assert spool_files(settings.click_spool_dir)
             assert rec._batched_events <= settings.click_memory_limit
             spooled_during_outage = metric("linkedge_clicks_spooled_total") - spooled
-            restarted.append(EmbeddedRedis(own_redis.data_dir, port=own_redis.port, persist=True).start())
+            restarted.append(
+                EmbeddedRedis(own_redis.data_dir, port=own_redis.port, persist=True).start()
+            )
             clicks = await eventually(lambda: _at_least(stream_clicks(client), 100))
             await eventually(lambda: _async(not spool_files(settings.click_spool_dir)))
             return clicks, await counters(client), spooled_during_outage
@@ -429,7 +492,9 @@ async def _async(value: Any) -> Any:
 def test_drops_counted_and_logged_once_when_memory_and_spool_are_full(
     click_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = click_settings.replace(click_memory_limit=5, click_flush_max_events=5, click_spool_max_bytes=200)
+    settings = click_settings.replace(
+        click_memory_limit=5, click_flush_max_events=5, click_spool_max_bytes=200
+    )
     link = make_link()
     before = metric("linkedge_clicks_dropped_total", reason="spool_full")
 
@@ -441,7 +506,11 @@ def test_drops_counted_and_logged_once_when_memory_and_spool_are_full(
             rec.record(link, make_scope(), "https://example.com/x")
             if i % 10 == 9:
                 await asyncio.sleep(0.05)
-        await eventually(lambda: _async(metric("linkedge_clicks_dropped_total", reason="spool_full") - before >= 45))
+        await eventually(
+            lambda: _async(
+                metric("linkedge_clicks_dropped_total", reason="spool_full") - before >= 45
+            )
+        )
         await rec.close()
         await down.aclose()
 
@@ -449,7 +518,8 @@ def test_drops_counted_and_logged_once_when_memory_and_spool_are_full(
         asyncio.run(go())
     assert metric("linkedge_clicks_dropped_total", reason="spool_full") - before == 50
     assert [r.getMessage() for r in caplog.records].count(
-        "dropping clicks: memory and spool are full, or the recorder is closed") == 1
+        "dropping clicks: memory and spool are full, or the recorder is closed"
+    ) == 1
     assert spool_files(settings.click_spool_dir) == []
 
 
@@ -476,17 +546,28 @@ def test_spool_of_a_dead_worker_is_replayed_and_a_live_one_is_left_alone(
 ) -> None:
     directory = Path(click_settings.click_spool_dir)
     dead_link, live_link = make_link(), make_link()
-    subprocess.run([sys.executable, "-c", DEAD_WORKER, str(directory), str(dead_link.id), "23"],
-                   cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-c", DEAD_WORKER, str(directory), str(dead_link.id), "23"],
+        cwd=ROOT,
+        check=True,
+    )
     # A torn last line, as a crash in the middle of a write leaves it: counted, never replayed.
     torn = directory / "clicks-999999-torn.spool"
-    good = Batch(uuid.uuid4().hex, 1, {f"{dead_link.id}:20260101:h": 1},
-                 [b'{"v":1,"id":"x","ts":1,"l":%d,"a":1,"c":"t","t":"u","ip":""}' % dead_link.id])
+    good = Batch(
+        uuid.uuid4().hex,
+        1,
+        {f"{dead_link.id}:20260101:h": 1},
+        [b'{"v":1,"id":"x","ts":1,"l":%d,"a":1,"c":"t","t":"u","ip":""}' % dead_link.id],
+    )
     torn.write_bytes(good.to_line() + b'7 {"f":"abc","s":1,"c":{')
     corrupt = metric("linkedge_clicks_dropped_total", reason="spool_corrupt")
     live = Spool(directory, 10**9)  # a worker of this run, alive: holds the lock on its file
-    live_batch = Batch(uuid.uuid4().hex, 0, {f"{live_link.id}:20260101:h": 1},
-                       [b'{"v":1,"id":"y","ts":1,"l":%d,"a":1,"c":"l","t":"u","ip":""}' % live_link.id])
+    live_batch = Batch(
+        uuid.uuid4().hex,
+        0,
+        {f"{live_link.id}:20260101:h": 1},
+        [b'{"v":1,"id":"y","ts":1,"l":%d,"a":1,"c":"l","t":"u","ip":""}' % live_link.id],
+    )
     assert live.write([live_batch]) == 1
 
     async def go() -> tuple[list[Click], list[Path], list[Click]]:
@@ -516,3 +597,70 @@ def test_two_replayers_never_replay_the_same_file(tmp_path: Path) -> None:
     assert [b for b in first.batches()] == [batch]
     first.finish()
     assert spool_files(tmp_path) == []
+
+
+# ---- through the real edge ------------------------------------------------------------------------
+def _recorder_wired() -> bool:
+    return "from edge.clicks import" in (ROOT / "edge" / "resources.py").read_text()
+
+
+@pytest.mark.skipif(
+    not _recorder_wired(), reason="edge.resources does not build a ClickRecorder yet"
+)
+def test_sigterm_flushes_every_click_of_the_edge(
+    start_edge: Callable[..., Any], account: Callable[..., Any], db: Any, redis_client: Any
+) -> None:
+    """N redirects through two Granian workers, SIGTERM: exactly N stream entries and counts.
+
+    The flush interval is a minute, so the clicks reach Redis only through the shutdown flush.
+    """
+    account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", account().key_id)
+    code = "k" + uuid.uuid4().hex[:10]
+    link_id = db.fetchval(
+        "INSERT INTO links (account_id, code, url) VALUES ($1, $2, $3) RETURNING id",
+        account_id,
+        code,
+        "https://example.org/landing",
+    )
+    edge = start_edge(workers=2, CLICK_FLUSH_INTERVAL_MS="60000")
+    humans, heads = 200, 20
+    with edge.client(headers={"user-agent": CHROME}) as client:
+        statuses = [client.get(f"/{code}").status_code for _ in range(humans)]
+        statuses += [client.head(f"/{code}").status_code for _ in range(heads)]
+    assert statuses == [302] * (humans + heads)
+    assert edge.process.stop() == 0
+
+    shards = Settings().click_shards
+    events = [
+        decode(fields[b"e"])
+        for shard in range(shards)
+        for _id, fields in redis_client.xrange(keys.clicks_stream(shard))
+    ]
+    mine = [e for e in events if e.link_id == link_id]
+    assert len(mine) == humans + heads and len({e.id for e in mine}) == humans + heads
+    assert collections.Counter(e.bot for e in mine) == {"": humans, "head": heads}
+    counts: collections.Counter[bool] = collections.Counter()
+    for shard in range(shards):
+        for field, value in redis_client.hgetall(keys.counts(shard)).items():
+            lid, _day, bot = parse_counter_field(field)
+            if lid == link_id:
+                counts[bot] += int(value)
+    assert counts == {False: humans, True: heads}
+
+
+def test_a_scope_that_cannot_be_read_is_counted_not_raised(
+    click_settings: Settings, db9_url: str
+) -> None:
+    link = make_link()
+    invalid = metric("linkedge_clicks_dropped_total", reason="invalid")
+    broken = {"type": "http", "method": "GET", "headers": [(b"user-agent", 12345)], "client": None}
+
+    async def go() -> list[Click]:
+        async with recorder(click_settings, db9_url) as (rec, client):
+            rec.record(link, broken, "https://example.com/broken")  # returns, whatever the scope
+            rec.record(link, {"type": "http"}, "https://example.com/bare")
+            return await eventually(lambda: stream_clicks(client))  # type: ignore[no-any-return]
+
+    [click] = asyncio.run(go())
+    assert click.target == "https://example.com/bare" and click.bot == "crawler"
+    assert metric("linkedge_clicks_dropped_total", reason="invalid") - invalid == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -19,12 +20,14 @@ import redis.asyncio as aioredis
 from aggregator import metrics
 from aggregator.flush import Flusher
 from aggregator.server import ProbeServer
+from linkedge import keys
 from linkedge.settings import Settings
 from linkedge.worker import run_worker
 
 log = logging.getLogger("linkedge.aggregator")
 
 PROBE_TIMEOUT_S = 2.0
+_SHARD_KEY = re.compile(rb"^" + re.escape(keys.PREFIX.encode()) + rb":\{c(\d+)\}:counts")
 
 
 class Aggregator:
@@ -40,6 +43,7 @@ class Aggregator:
         )
         self.pool: asyncpg.Pool | None = None
         self.flusher: Flusher | None = None
+        self.shards: list[int] | None = None  # found at the first pass
         self.server = ProbeServer(
             settings.metrics_host, settings.aggregator_metrics_port, self.readiness
         )
@@ -65,8 +69,10 @@ class Aggregator:
     async def tick(self) -> bool:
         """Flush every shard; raise the first failure after trying them all."""
         assert self.flusher is not None, "start() first"
+        if self.shards is None:
+            self.shards = await self._find_shards()
         failure: Exception | None = None
-        for shard in range(self.settings.click_shards):
+        for shard in self.shards:
             try:
                 outcome = await self.flusher.flush_shard(shard)
             except Exception as exc:  # the snapshot stays in Redis; the next pass resumes it
@@ -81,6 +87,25 @@ class Aggregator:
             raise failure
         self._last_full_pass = time.monotonic()
         return False
+
+    async def _find_shards(self) -> list[int]:
+        """``range(CLICK_SHARDS)``, plus any shard beyond it still holding counters (CLICK_SHARDS
+        was lowered): those are drained too rather than stranded. One SCAN, at the first pass."""
+        configured = self.settings.click_shards
+        found: set[int] = set()
+        async for key in self.redis.scan_iter(match=f"{keys.PREFIX}:{{c*}}:counts*", count=1000):
+            matched = _SHARD_KEY.match(key)
+            if matched and int(matched[1]) >= configured:
+                found.add(int(matched[1]))
+        if found:
+            log.warning(
+                "counters found in %d shard(s) beyond CLICK_SHARDS=%d; draining them too. "
+                "Give the edge and the aggregator the same CLICK_SHARDS.",
+                len(found),
+                configured,
+                extra={"shards": sorted(found)},
+            )
+        return [*range(configured), *sorted(found)]
 
     async def drain(self) -> None:
         """The last flush: counters that came in since the last pass."""

@@ -75,6 +75,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except (StackError, EmbeddedError) as exc:
         print(f"linkedge up: {exc}", file=sys.stderr, flush=True)
         return 1
+    except (OSError, asyncpg.PostgresError) as exc:  # a given DATABASE_URL that does not answer, a full disk
+        print(f"linkedge up: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short

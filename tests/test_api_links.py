@@ -6,9 +6,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import httpx
 
-from tests.conftest import Account, Db, Edge
+from edge.api.inputs import NewLink
+from edge.api.problems import Problem
+from edge.api.queries import insert_links
+from tests.conftest import Account, Db, Edge, Stores, run
 
 API = "/api/v1"
 
@@ -214,3 +218,34 @@ def test_unicode_target_is_stored_as_punycode(edge: httpx.Client, account: Calla
     link = create(edge, who, url="http://bücher.example/straße?q=ü")
     assert link["url"] == "http://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%BC"
     assert edge.get(f"/{link['code']}").headers["location"] == link["url"]
+
+
+def test_generated_code_collisions_are_retried(
+    stores: Stores, account: Callable[..., Account], db: Db
+) -> None:
+    """A generated code that is taken gets a fresh one; a custom code that is taken is a 409."""
+    who = account()
+    account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", who.key_id)
+    taken = f"tk{who.key_id:05d}"[-7:]
+    db.execute("INSERT INTO links (account_id, code, url) VALUES ($1, $2, 'https://example.com/')",
+               account_id, taken)
+    fresh = f"fr{who.key_id:05d}"[-7:]
+    offered = iter([taken, fresh])
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        pool = await asyncpg.create_pool(stores.database_url, min_size=1, max_size=1)
+        try:
+            generated = await insert_links(
+                pool, account_id, [NewLink(url="https://example.com/a")], frozenset(), lambda _: next(offered)
+            )
+            custom = await insert_links(
+                pool, account_id, [NewLink(url="https://example.com/b", code=taken)], frozenset()
+            )
+            return generated, custom
+        finally:
+            await pool.close()
+
+    [generated], [custom] = run(go())
+    assert not isinstance(generated, Problem) and generated["code"] == fresh
+    assert isinstance(custom, Problem) and custom.status == 409
+    assert db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id) == 2

@@ -114,7 +114,10 @@ class Aggregator:
     async def close(self) -> None:
         await self.server.close()
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), PROBE_TIMEOUT_S)
+            except TimeoutError:
+                self.pool.terminate()
         await self.redis.aclose()
 
     def summary(self) -> dict[str, Any]:

@@ -115,8 +115,8 @@ class ClickRecorder:
             pending.append((time.time(), link, scope, location))
             if len(pending) == self._batch_size:
                 self._wake.set()
-            if self._closed:
-                self._drop_pending("closed")
+            if self._closed:  # a request that outlived shutdown: straight to the spool
+                self._spool_pending()
         except Exception:  # noqa: BLE001 -- never fail a redirect for a click; counted
             self._drop(1, "error")
 
@@ -130,11 +130,17 @@ class ClickRecorder:
             if not self._closed and time.monotonic() >= self._retry_at and await self._send(batch):
                 return
         except asyncio.CancelledError:  # the request went away; the click was still served
-            self._hold([batch])
+            self._keep(batch)
             raise
         except Exception:
             log.exception("click flush failed unexpectedly")
-        self._hold([batch])
+        self._keep(batch)
+
+    def _keep(self, batch: Batch) -> None:
+        if self._closed:
+            self._spool_out([batch])
+        else:
+            self._hold([batch])
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -372,15 +378,15 @@ class ClickRecorder:
                 return
             self._replay_head = None
 
-    def _drop_pending(self, reason: str) -> None:
-        dropped, self._pending = len(self._pending), []
-        self._drop(dropped, reason)
+    def _spool_pending(self) -> None:
+        records, self._pending = self._pending, []
+        self._spool_out(self._build(records))
 
     def _drop(self, clicks: int, reason: str) -> None:
         CLICKS_DROPPED.labels(reason=reason).inc(clicks)
         if not self._dropping:
             log.warning(
-                "dropping clicks: memory and spool are full, or the recorder is closed",
+                "dropping clicks (memory and spool full, or unreadable)",
                 extra={"reason": reason, "spool_dir": str(self._spool.directory)},
             )
         self._dropping += clicks

@@ -518,7 +518,7 @@ def test_drops_counted_and_logged_once_when_memory_and_spool_are_full(
         asyncio.run(go())
     assert metric("linkedge_clicks_dropped_total", reason="spool_full") - before == 50
     assert [r.getMessage() for r in caplog.records].count(
-        "dropping clicks: memory and spool are full, or the recorder is closed"
+        "dropping clicks (memory and spool full, or unreadable)"
     ) == 1
     assert spool_files(settings.click_spool_dir) == []
 
@@ -664,3 +664,28 @@ def test_a_scope_that_cannot_be_read_is_counted_not_raised(
     [click] = asyncio.run(go())
     assert click.target == "https://example.com/bare" and click.bot == "crawler"
     assert metric("linkedge_clicks_dropped_total", reason="invalid") - invalid == 1
+
+
+def test_clicks_after_close_go_to_the_spool(click_settings: Settings, db9_url: str) -> None:
+    """A request still running after shutdown flushed: its click is spooled, not lost."""
+    link = make_link()
+
+    async def go() -> list[Click]:
+        late_client = client_for(db9_url)
+        await late_client.flushdb()
+        late = ClickRecorder(click_settings, late_client)
+        await late.start()
+        await late.close()
+        late.record(link, make_scope(), "https://example.com/late")
+        await late.record_now(link, make_scope(), "https://example.com/late-sync")
+        assert spool_files(click_settings.click_spool_dir)
+        late._spool.release()  # what the worker's exit does
+        await late_client.aclose()
+        async with recorder(click_settings, db9_url, flush=False) as (_rec, client):
+            return await eventually(lambda: _at_least(stream_clicks(client), 2))  # type: ignore[no-any-return]
+
+    clicks = asyncio.run(go())
+    assert sorted(c.target for c in clicks) == [
+        "https://example.com/late",
+        "https://example.com/late-sync",
+    ]

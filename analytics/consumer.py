@@ -109,14 +109,19 @@ class StreamReader:
         per_stream = max(1, -(-self.batch_size // len(self.shards)))
         if not self.cluster:
             reply = await self.redis.xreadgroup(
-                self.group, self.consumer, {s: ">" for s in self._streams},
-                count=per_stream, block=self.block_ms,
+                self.group,
+                self.consumer,
+                {s: ">" for s in self._streams},
+                count=per_stream,
+                block=self.block_ms,
             )
             return self._entries(reply)
-        replies = await asyncio.gather(*(
-            self.redis.xreadgroup(self.group, self.consumer, {s: ">"}, count=per_stream)
-            for s in self._streams
-        ))
+        replies = await asyncio.gather(
+            *(
+                self.redis.xreadgroup(self.group, self.consumer, {s: ">"}, count=per_stream)
+                for s in self._streams
+            )
+        )
         found = [entry for reply in replies for entry in self._entries(reply)]
         if not found:
             await asyncio.sleep(min(self.block_ms, 200) / 1000)
@@ -128,8 +133,12 @@ class StreamReader:
         for shard in self.shards:
             stream = keys.clicks_stream(shard)
             reply = await self.redis.xautoclaim(
-                stream, self.group, self.consumer, self.claim_idle_ms,
-                start_id=self._claim_cursor[shard], count=self.batch_size - len(found),
+                stream,
+                self.group,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id=self._claim_cursor[shard],
+                count=self.batch_size - len(found),
             )
             next_id, items = reply[0], reply[1]
             self._claim_cursor[shard] = next_id
@@ -147,14 +156,19 @@ class StreamReader:
             )
 
     async def settle(self, done: Iterable[Entry], dead: Iterable[Entry]) -> None:
-        """XACK ``done``; copy ``dead`` to the dead-letter stream and XACK them, atomically per shard."""
+        """XACK ``done``; move ``dead`` to the dead-letter stream (XADD, XACK); a MULTI a shard."""
         done_by, dead_by = _by_shard(done), _by_shard_entries(dead)
         for shard in sorted(set(done_by) | set(dead_by)):
             stream = keys.clicks_stream(shard)
             async with self.redis.pipeline(transaction=True) as pipe:
                 for entry in dead_by.get(shard, []):
                     fields = {**entry.fields, b"id": entry.id}
-                    pipe.xadd(dead_letter_stream(shard), fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+                    pipe.xadd(
+                        dead_letter_stream(shard),
+                        fields,
+                        maxlen=DEAD_LETTER_MAXLEN,
+                        approximate=True,
+                    )
                 ids = done_by.get(shard, []) + [e.id for e in dead_by.get(shard, [])]
                 pipe.xack(stream, self.group, *ids)
                 await pipe.execute()
@@ -181,7 +195,9 @@ class StreamReader:
             floor = await self._floor(stream)
             if floor is None or floor <= (0, 0):
                 continue
-            removed += await self.redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+            removed += await self.redis.xtrim(
+                stream, minid=f"{floor[0]}-{floor[1]}", approximate=False
+            )
         return removed
 
     async def lag(self) -> dict[int, ShardLag]:
@@ -197,12 +213,14 @@ class StreamReader:
                 if lag.pending:
                     summary = await self.redis.xpending(stream, self.group)
                     if summary["min"] is not None:
-                        lag.oldest_pending_age_s = max(0.0, (now_ms - parse_id(summary["min"])[0]) / 1000)
+                        lag.oldest_pending_age_s = max(
+                            0.0, (now_ms - parse_id(summary["min"])[0]) / 1000
+                        )
             found[shard] = lag
         return found
 
     async def forget_idle_consumers(self, idle_ms: int) -> int:
-        """Delete consumers with nothing pending that have been idle for ``idle_ms`` (dead processes)."""
+        """Delete consumers with nothing pending, idle for ``idle_ms`` (dead processes)."""
         dropped = 0
         for stream in self._streams:
             try:

@@ -37,10 +37,30 @@ log = logging.getLogger("linkedge.analytics")
 SALT_SECRET_ENV = "VISITOR_SALT_SECRET"
 
 COLUMNS = (
-    "click_id", "ts", "link_id", "account_id", "code", "target",
-    "is_bot", "bot_reason", "bot_name", "device_type", "os", "browser", "country",
-    "referrer", "referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-    "accept_language", "host", "visitor_hash", "ip",
+    "click_id",
+    "ts",
+    "link_id",
+    "account_id",
+    "code",
+    "target",
+    "is_bot",
+    "bot_reason",
+    "bot_name",
+    "device_type",
+    "os",
+    "browser",
+    "country",
+    "referrer",
+    "referrer_host",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "accept_language",
+    "host",
+    "visitor_hash",
+    "ip",
 )
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 _TS_MIN_MS, _TS_MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
@@ -70,7 +90,9 @@ def agent(user_agent: str) -> Agent:
     lowered = user_agent.lower()
     if device == "Spider":
         return Agent("bot", os_name, browser, browser or "spider")
-    if any(mark in lowered for mark in _TABLETS) or (os_name == "Android" and "mobile" not in lowered):
+    if any(mark in lowered for mark in _TABLETS) or (
+        os_name == "Android" and "mobile" not in lowered
+    ):
         kind = "tablet"
     elif "mobi" in lowered or os_name in {"iOS", "Android"}:
         kind = "mobile"
@@ -147,12 +169,15 @@ class Enricher:
         return salt
 
     def row(self, click: Click) -> list[Any]:
-        """The row of ``click`` in ``COLUMNS`` order; ``ValueError`` when it cannot be stored (bad id, time)."""
-        if not (0 <= click.link_id < 2**63 and 0 <= click.account_id < 2**63) or not _TS_MIN_MS <= click.ts_ms < _TS_MAX_MS:
+        """The row of ``click`` in ``COLUMNS`` order; ``ValueError`` when it cannot be stored."""
+        if (
+            not (0 <= click.link_id < 2**63 and 0 <= click.account_id < 2**63)
+            or not _TS_MIN_MS <= click.ts_ms < _TS_MAX_MS
+        ):
             raise ValueError(f"click {click.id!r} has an id or timestamp out of range")
         ip = _normal_ip(click.ip)
         ua = agent(click.user_agent)
-        ts = datetime.datetime.fromtimestamp(click.ts_ms / 1000, tz=datetime.timezone.utc)
+        ts = datetime.datetime.fromtimestamp(click.ts_ms / 1000, tz=datetime.UTC)
         return [
             uuid.UUID(click.id),
             ts,

@@ -58,7 +58,8 @@ class Analytics:
         settings.require("redis_url", "clickhouse_url")
         self.settings = settings
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            settings.redis_url.get(), socket_timeout=max(5.0, settings.analytics_block_ms / 1000 + 5),
+            settings.redis_url.get(),
+            socket_timeout=max(5.0, settings.analytics_block_ms / 1000 + 5),
             socket_connect_timeout=5,
         )
         self.reader = StreamReader(
@@ -107,12 +108,18 @@ class Analytics:
             if claimed:
                 metrics.CLAIMED.inc(len(claimed))
                 self.totals["claimed"] += len(claimed)
-                log.info("claimed %d entries from idle consumers", len(claimed), extra={"claimed": len(claimed)})
+                log.info(
+                    "claimed %d entries from idle consumers",
+                    len(claimed),
+                    extra={"claimed": len(claimed)},
+                )
                 return claimed
         try:
             return await self.reader.read()
         except aioredis.ResponseError:
-            self._groups_ready = False  # the stream or group vanished (Redis restarted empty): recreate
+            self._groups_ready = (
+                False  # the stream or group vanished (Redis restarted empty): recreate
+            )
             raise
 
     def _prepare(self, entries: list[Entry]) -> Batch:
@@ -121,11 +128,15 @@ class Analytics:
         dead: list[Entry] = []
         for entry in entries:
             try:
-                rows.append(self.enricher.row(events.decode(entry.fields.get(events.STREAM_FIELD, b""))))
+                rows.append(
+                    self.enricher.row(events.decode(entry.fields.get(events.STREAM_FIELD, b"")))
+                )
             except (events.EventDecodeError, ValueError) as exc:
                 dead.append(entry)
                 log.warning(
-                    "undecodable click event %s set aside: %s", entry.key, exc,
+                    "undecodable click event %s set aside: %s",
+                    entry.key,
+                    exc,
                     extra={"shard": entry.shard, "entry_id": entry.id.decode()},
                 )
             else:

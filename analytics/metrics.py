@@ -8,31 +8,43 @@ from linkedge import __version__
 
 EVENTS = Counter(
     "linkedge_analytics_events_total",
-    "Stream entries settled, by outcome: inserted (into ClickHouse) or dead_letter (undecodable, set aside)",
+    "Stream entries settled, by outcome: inserted (into ClickHouse) or dead_letter (set aside)",
     ["outcome"],
 )
-BATCHES = Counter("linkedge_analytics_batches_total", "Batches inserted into ClickHouse and acknowledged")
+BATCHES = Counter(
+    "linkedge_analytics_batches_total", "Batches inserted into ClickHouse and acknowledged"
+)
 CLAIMED = Counter(
     "linkedge_analytics_claimed_total", "Entries taken over from idle consumers with XAUTOCLAIM"
 )
 TRIMMED = Counter(
-    "linkedge_analytics_trimmed_total", "Stream entries removed by XTRIM MINID (acknowledged by every group)"
+    "linkedge_analytics_trimmed_total",
+    "Stream entries removed by XTRIM MINID (acknowledged by every group)",
 )
 INSERT_FAILURES = Counter(
-    "linkedge_analytics_insert_failures_total", "ClickHouse inserts that failed (the batch is retried, not acked)"
+    "linkedge_analytics_insert_failures_total",
+    "ClickHouse inserts that failed (the batch is retried, not acked)",
 )
 INSERT_DURATION = Histogram(
     "linkedge_analytics_insert_duration_seconds",
     "Time of one batch insert into ClickHouse",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-CLICKHOUSE_UP = Gauge("linkedge_analytics_clickhouse_up", "1 when the last ClickHouse call succeeded")
-STREAM_LENGTH = Gauge("linkedge_analytics_stream_length", "Entries in the shard's clicks stream", ["shard"])
+CLICKHOUSE_UP = Gauge(
+    "linkedge_analytics_clickhouse_up", "1 when the last ClickHouse call succeeded"
+)
+STREAM_LENGTH = Gauge(
+    "linkedge_analytics_stream_length", "Entries in the shard's clicks stream", ["shard"]
+)
 UNDELIVERED = Gauge(
-    "linkedge_analytics_undelivered", "Entries of the shard's stream not yet read by the analytics group", ["shard"]
+    "linkedge_analytics_undelivered",
+    "Entries of the shard's stream not yet read by the analytics group",
+    ["shard"],
 )
 PENDING = Gauge(
-    "linkedge_analytics_pending", "Entries read by the analytics group and not yet acknowledged", ["shard"]
+    "linkedge_analytics_pending",
+    "Entries read by the analytics group and not yet acknowledged",
+    ["shard"],
 )
 OLDEST_PENDING_AGE = Gauge(
     "linkedge_analytics_oldest_pending_age_seconds",

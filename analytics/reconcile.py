@@ -92,14 +92,21 @@ async def read_in_flight(client: aioredis.Redis, shards: int) -> InFlight:
 
 async def _read_unacked(client: aioredis.Redis, stream: str, found: InFlight) -> None:
     """Count, per link-day, the stream entries the analytics group has not acknowledged."""
-    delivered, pending = (0, 0), set()
-    groups = {g["name"].decode(): g for g in await client.xinfo_groups(stream)} if await client.exists(stream) else {}
+    delivered: tuple[int, int] = (0, 0)
+    pending: set[bytes] = set()
+    groups = (
+        {g["name"].decode(): g for g in await client.xinfo_groups(stream)}
+        if await client.exists(stream)
+        else {}
+    )
     group = groups.get(keys.ANALYTICS_GROUP)
     if group is not None:
         delivered = parse_id(group["last-delivered-id"])
         start = "-"
         while group["pending"]:
-            page = await client.xpending_range(stream, keys.ANALYTICS_GROUP, min=start, max="+", count=_PAGE)
+            page = await client.xpending_range(
+                stream, keys.ANALYTICS_GROUP, min=start, max="+", count=_PAGE
+            )
             pending.update(p["message_id"] for p in page)
             if len(page) < _PAGE:
                 break
@@ -133,7 +140,8 @@ async def postgres_counts(dsn: str, since: datetime.date) -> dict[Key, tuple[int
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         rows = await conn.fetch(
-            "SELECT link_id, day, clicks, human_clicks FROM link_daily_clicks WHERE day >= $1", since
+            "SELECT link_id, day, clicks, human_clicks FROM link_daily_clicks WHERE day >= $1",
+            since,
         )
     finally:
         await conn.close()
@@ -148,9 +156,13 @@ async def clickhouse_counts(settings: Settings, since: datetime.date) -> dict[Ke
             async with httpx.AsyncClient(timeout=60) as client:
                 response = await client.get(endpoint, params={"since": since.isoformat()})
         except httpx.HTTPError as exc:
-            raise ReconcileError(f"analytics at {settings.analytics_url} did not answer: {exc}") from exc
+            raise ReconcileError(
+                f"analytics at {settings.analytics_url} did not answer: {exc}"
+            ) from exc
         if response.status_code != 200:
-            raise ReconcileError(f"{endpoint} answered {response.status_code}: {response.text[:300]}")
+            raise ReconcileError(
+                f"{endpoint} answered {response.status_code}: {response.text[:300]}"
+            )
         rows: list[dict[str, Any]] = response.json()["rows"]
     else:
         from analytics.writer import ClickHouseWriter
@@ -158,7 +170,7 @@ async def clickhouse_counts(settings: Settings, since: datetime.date) -> dict[Ke
         writer = ClickHouseWriter(url, migrate=False)
         try:
             rows = await asyncio.to_thread(writer.daily_counts, since)
-        except Exception as exc:  # noqa: BLE001 - any driver error: report it, exit 2
+        except Exception as exc:
             hint = " (is analytics running? set ANALYTICS_URL)" if url.startswith("chdb:") else ""
             raise ReconcileError(f"ClickHouse query failed: {exc}{hint}") from exc
         finally:
@@ -166,8 +178,10 @@ async def clickhouse_counts(settings: Settings, since: datetime.date) -> dict[Ke
     return {(int(r["link_id"]), r["day"]): (int(r["clicks"]), int(r["human_clicks"])) for r in rows}
 
 
-def compare(pg: dict[Key, tuple[int, int]], ch: dict[Key, tuple[int, int]], flight: InFlight) -> list[Row]:
-    """The link-days whose counts differ, each marked ``beyond`` when in-flight clicks cannot explain it."""
+def compare(
+    pg: dict[Key, tuple[int, int]], ch: dict[Key, tuple[int, int]], flight: InFlight
+) -> list[Row]:
+    """The link-days whose counts differ; ``beyond`` when in-flight clicks cannot explain it."""
     rows = []
     for key in sorted(set(pg) | set(ch) | set(flight.unaggregated) | set(flight.unacked)):
         p, c = pg.get(key, (0, 0)), ch.get(key, (0, 0))
@@ -177,7 +191,9 @@ def compare(pg: dict[Key, tuple[int, int]], ch: dict[Key, tuple[int, int]], flig
             (flight.unaggregated[key], flight.unacked[key]),
             (flight.unaggregated_human[key], flight.unacked_human[key]),
         )
-        beyond = any(not -low <= pv - cv <= high for pv, cv, (low, high) in zip(p, c, limits, strict=True))
+        beyond = any(
+            not -low <= pv - cv <= high for pv, cv, (low, high) in zip(p, c, limits, strict=True)
+        )
         rows.append(Row(key, p, c, flight.unaggregated[key], flight.unacked[key], beyond))
     return rows
 
@@ -186,10 +202,29 @@ def print_report(rows: list[Row], compared: int, out: TextIO) -> None:
     if not rows:
         print(f"in sync: {compared} link-day(s) compared, Postgres and ClickHouse agree", file=out)
         return
-    header = ("link_id", "day", "pg_clicks", "ch_clicks", "pg_human", "ch_human", "unaggregated", "unacked", "status")
+    header = (
+        "link_id",
+        "day",
+        "pg_clicks",
+        "ch_clicks",
+        "pg_human",
+        "ch_human",
+        "unaggregated",
+        "unacked",
+        "status",
+    )
     table = [header] + [
-        (str(r.key[0]), r.key[1], str(r.pg[0]), str(r.ch[0]), str(r.pg[1]), str(r.ch[1]),
-         str(r.unaggregated), str(r.unacked), "DIFFERS" if r.beyond else "in flight")
+        (
+            str(r.key[0]),
+            r.key[1],
+            str(r.pg[0]),
+            str(r.ch[0]),
+            str(r.pg[1]),
+            str(r.ch[1]),
+            str(r.unaggregated),
+            str(r.unacked),
+            "DIFFERS" if r.beyond else "in flight",
+        )
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
@@ -203,7 +238,7 @@ def print_report(rows: list[Row], compared: int, out: TextIO) -> None:
 
 
 async def reconcile(settings: Settings, days: int, out: TextIO = sys.stdout) -> int:
-    since = datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=max(1, days) - 1)
+    since = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=max(1, days) - 1)
     client = aioredis.Redis.from_url(settings.redis_url.get(), socket_timeout=30)
     try:
         for attempt in range(ATTEMPTS):

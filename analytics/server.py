@@ -31,8 +31,14 @@ from analytics.writer import ClickHouseWriter
 log = logging.getLogger("linkedge.analytics")
 
 Reply = tuple[int, str, bytes]
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Content Too Large", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}
 _MAX_HEAD = 16 * 1024
 _QUERY_TIMEOUT_S = 30.0
 
@@ -42,7 +48,12 @@ class BadRequest(ValueError):
 
 
 def problem(status: int, detail: str) -> Reply:
-    body = {"type": "about:blank", "title": _REASONS.get(status, "Error"), "status": status, "detail": detail}
+    body = {
+        "type": "about:blank",
+        "title": _REASONS.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
     return status, "application/problem+json", orjson.dumps(body)
 
 
@@ -73,7 +84,9 @@ def _link_id(query: dict[str, list[str]]) -> int:
 
 
 class AnalyticsServer:
-    def __init__(self, writer: ClickHouseWriter, redis_ready: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(
+        self, writer: ClickHouseWriter, redis_ready: Callable[[], Awaitable[bool]]
+    ) -> None:
         self.writer = writer
         self.redis_ready = redis_ready
         self._server: asyncio.Server | None = None
@@ -149,9 +162,14 @@ class AnalyticsServer:
             clickhouse_ok = bool(await asyncio.wait_for(asyncio.to_thread(self.writer.ping), 5))
         except TimeoutError:
             clickhouse_ok = False
-        checks = {"redis": "ok" if redis_ok else "down", "clickhouse": "ok" if clickhouse_ok else "down"}
+        checks = {
+            "redis": "ok" if redis_ok else "down",
+            "clickhouse": "ok" if clickhouse_ok else "down",
+        }
         ready = redis_ok and clickhouse_ok
-        return _json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+        return _json(
+            {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+        )
 
     async def _daily_counts(self, query: dict[str, list[str]]) -> Reply:
         since = _date(query, "since")

@@ -21,6 +21,7 @@ So: counts read from ClickHouse are exactly once always; raw ``count()`` on ``cl
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import threading
@@ -45,8 +46,10 @@ SELECT
     (SELECT count() FROM clicks WHERE link_id = {link_id:UInt64}) AS row_count,
     (SELECT count() FROM clicks FINAL WHERE link_id = {link_id:UInt64}) AS final_rows,
     (SELECT uniqExact(click_id) FROM clicks WHERE link_id = {link_id:UInt64}) AS distinct_clicks,
-    (SELECT uniqExactIf(click_id, is_bot = 0) FROM clicks WHERE link_id = {link_id:UInt64}) AS human_clicks,
-    (SELECT uniqExactMerge(clicks) FROM clicks_hourly WHERE link_id = {link_id:UInt64}) AS hourly_clicks,
+    (SELECT uniqExactIf(click_id, is_bot = 0) FROM clicks WHERE link_id = {link_id:UInt64})
+        AS human_clicks,
+    (SELECT uniqExactMerge(clicks) FROM clicks_hourly WHERE link_id = {link_id:UInt64})
+        AS hourly_clicks,
     (SELECT uniqExactMerge(human_clicks) FROM clicks_hourly WHERE link_id = {link_id:UInt64})
         AS hourly_human_clicks
 """
@@ -98,11 +101,7 @@ class ClickHouseWriter:
             return
         with self._lock:
             client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001 - closing a broken client must not mask the real error
-                pass
+        _close_quietly(client)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         client = self._get()
@@ -114,7 +113,10 @@ class ClickHouseWriter:
 
     def insert(self, rows: Sequence[Sequence[Any]], token: str) -> None:
         self._call(
-            "insert", "clicks", rows, column_names=list(COLUMNS),
+            "insert",
+            "clicks",
+            rows,
+            column_names=list(COLUMNS),
             settings={"insert_deduplication_token": token},
         )
 
@@ -136,7 +138,9 @@ class ClickHouseWriter:
         """One link's counts read every way (rows, FINAL, distinct, rollup): they must agree."""
         result = self._call("query", LINK_COUNTS, parameters={"link_id": link_id})
         names = result.column_names
-        return {name: int(value or 0) for name, value in zip(names, result.result_rows[0], strict=True)}
+        return {
+            name: int(value or 0) for name, value in zip(names, result.result_rows[0], strict=True)
+        }
 
     def hourly(self, link_id: int, since: datetime.date) -> list[dict[str, Any]]:
         result = self._call("query", HOURLY, parameters={"link_id": link_id, "since": since})
@@ -148,8 +152,12 @@ class ClickHouseWriter:
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001 - shutting down
-                pass
+        _close_quietly(client)
+
+
+def _close_quietly(client: Any) -> None:
+    """Close a client that may be broken; its failure must not hide the error that got us here."""
+    if client is None:
+        return
+    with contextlib.suppress(Exception):
+        client.close()

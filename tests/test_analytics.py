@@ -1,4 +1,4 @@
-"""``linkedge analytics`` end to end: stream entries in the edge's format -> ClickHouse, exactly once.
+"""``linkedge analytics`` end to end: entries in the edge's format -> ClickHouse, exactly once.
 
 Every test runs the real command as a subprocess against a Redis of this module's own (the shard
 streams are global, and the session's Redis is shared with the edge's tests and their analytics
@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from conftest import Process, wait_http
 
 from linkedge import events, keys
 from linkedge.embedded import EmbeddedRedis, free_port
-from conftest import Process, Stores, wait_http
 
 SHARDS = 4
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
@@ -103,11 +103,21 @@ def make_clicks(links: list[int], n: int) -> list[events.Click]:
     clicks = []
     for i in range(n):
         bot = "crawler" if i % 4 == 0 else "head" if i % 10 == 3 else ""
-        clicks.append(events.Click(
-            id=_ids.new(now), ts_ms=now, link_id=links[i % len(links)], account_id=1, code=f"c{i % len(links)}",
-            target="https://example.com/", ip=f"8.8.{i % 7}.{i % 200}", user_agent=IPHONE,
-            referer="https://www.example.org/", utm={"utm_source": "test"}, bot=bot,
-        ))
+        clicks.append(
+            events.Click(
+                id=_ids.new(now),
+                ts_ms=now,
+                link_id=links[i % len(links)],
+                account_id=1,
+                code=f"c{i % len(links)}",
+                target="https://example.com/",
+                ip=f"8.8.{i % 7}.{i % 200}",
+                user_agent=IPHONE,
+                referer="https://www.example.org/",
+                utm={"utm_source": "test"},
+                bot=bot,
+            )
+        )
     return clicks
 
 
@@ -157,12 +167,15 @@ def assert_exact(analytics: Analytics, clicks: list[events.Click]) -> None:
         assert counts["human_clicks"] == human and counts["hourly_human_clicks"] == human, counts
 
 
-def drained(client: redis.Redis, analytics: Analytics, clicks: list[events.Click]) -> Callable[[], bool]:
+def drained(
+    client: redis.Redis, analytics: Analytics, clicks: list[events.Click]
+) -> Callable[[], bool]:
     want = expected(clicks)
 
     def check() -> bool:
         return group_state(client) == (0, 0) and all(
-            analytics.counts(link).get("distinct_clicks") == total for link, (total, _) in want.items()
+            analytics.counts(link).get("distinct_clicks") == total
+            for link, (total, _) in want.items()
         )
 
     return check
@@ -181,7 +194,9 @@ def test_every_click_once_dead_letters_set_aside_replay_not_duplicated(
     rds.xadd(keys.clicks_stream(0), {events.STREAM_FIELD: events.encode(negative)})
 
     analytics = start_analytics()
-    eventually(drained(rds, analytics, clicks), "all clicks in ClickHouse, every entry acknowledged")
+    eventually(
+        drained(rds, analytics, clicks), "all clicks in ClickHouse, every entry acknowledged"
+    )
     assert_exact(analytics, clicks)
     assert analytics.metric("linkedge_analytics_events_total") == 600 + 5
     dead = [rds.xrange(keys.clicks_stream(s) + ":dead") for s in range(SHARDS)]
@@ -191,27 +206,41 @@ def test_every_click_once_dead_letters_set_aside_replay_not_duplicated(
     # The same events again (as a retried edge flush would, under new stream ids): no new clicks.
     produce(rds, clicks)
     eventually(lambda: group_state(rds) == (0, 0), "replayed entries acknowledged")
-    eventually(lambda: analytics.metric("linkedge_analytics_events_total") == 1200 + 5, "replay consumed")
+    eventually(
+        lambda: analytics.metric("linkedge_analytics_events_total") == 1200 + 5, "replay consumed"
+    )
     assert_exact(analytics, clicks)
 
     # The read side: reconcile's daily counts, the hourly series, problems on bad input.
     link = clicks[0].link_id
     total, human = expected(clicks)[link]
     daily = analytics.get("/internal/daily-counts", since=time.strftime("%Y-%m-%d", time.gmtime()))
-    assert [(r["clicks"], r["human_clicks"]) for r in daily.json()["rows"] if r["link_id"] == link] == [(total, human)]
+    assert [
+        (r["clicks"], r["human_clicks"]) for r in daily.json()["rows"] if r["link_id"] == link
+    ] == [(total, human)]
     hourly = analytics.get("/internal/hourly", link_id=link, since="2000-01-01").json()["series"]
-    assert sum(h["clicks"] for h in hourly) == total and sum(h["human_clicks"] for h in hourly) == human
-    for path, params in [("/internal/daily-counts", {"since": "yesterday"}), ("/internal/link-counts", {}),
-                         ("/internal/link-counts", {"link_id": "-1"}), ("/internal/hourly", {"link_id": "1"})]:
+    assert (
+        sum(h["clicks"] for h in hourly) == total
+        and sum(h["human_clicks"] for h in hourly) == human
+    )
+    for path, params in [
+        ("/internal/daily-counts", {"since": "yesterday"}),
+        ("/internal/link-counts", {}),
+        ("/internal/link-counts", {"link_id": "-1"}),
+        ("/internal/hourly", {"link_id": "1"}),
+    ]:
         bad = analytics.get(path, **params)
         assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
     assert analytics.get("/nope").status_code == 404
     assert httpx.post(f"{analytics.url}/metrics").status_code == 405
-    assert analytics.get("/readyz").json() == {"status": "ready", "checks": {"redis": "ok", "clickhouse": "ok"}}
+    assert analytics.get("/readyz").json() == {
+        "status": "ready",
+        "checks": {"redis": "ok", "clickhouse": "ok"},
+    }
 
 
 def test_same_batch_twice_is_skipped_by_the_deduplication_token(tmp_path: Path) -> None:
-    """What the engine does with ``insert_deduplication_token`` (in a child: one chdb path per process)."""
+    """What the engine does with ``insert_deduplication_token`` (in a child: one chdb path each)."""
     script = f"""
 import time
 from analytics.enrich import Enricher
@@ -220,19 +249,25 @@ from linkedge.events import Click, ClickIds
 ids, now = ClickIds(), int(time.time() * 1000)
 rows = [Enricher(b"s").row(Click(id=ids.new(now), ts_ms=now, link_id=9, account_id=1, code="c",
         target="t", ip="1.1.1.1", bot="" if i % 2 else "crawler")) for i in range(10)]
-writer = ClickHouseWriter("chdb://{tmp_path / 'ch'}")
+writer = ClickHouseWriter("chdb://{tmp_path / "ch"}")
 writer.insert(rows, batch_token(["0/1-0", "0/2-0"]))
 writer.insert(rows, batch_token(["0/2-0", "0/1-0"]))  # the same batch retried: skipped whole
 first = writer.link_counts(9)
-writer.insert(rows[:4], batch_token(["1/5-0"]))  # the same clicks in another batch: rows, not counts
+writer.insert(rows[:4], batch_token(["1/5-0"]))  # same clicks, other batch
 print(first["row_count"], first["hourly_clicks"], sorted(writer.link_counts(9).items()))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows, hourly, after = result.stdout.split(" ", 2)
     assert (rows, hourly) == ("10", "10")
-    counts = dict(eval(after))  # noqa: S307 - our own child's printed dict items
+    counts = dict(eval(after))
     assert counts["row_count"] == 14  # ReplacingMergeTree collapses these at merge time
     assert counts["final_rows"] == counts["distinct_clicks"] == counts["hourly_clicks"] == 10
     assert counts["human_clicks"] == counts["hourly_human_clicks"] == 5
@@ -245,8 +280,12 @@ def test_entries_of_a_dead_consumer_are_claimed(
     produce(rds, clicks)
     for shard in range(SHARDS):
         rds.xgroup_create(keys.clicks_stream(shard), keys.ANALYTICS_GROUP, id="0", mkstream=True)
-    taken = rds.xreadgroup(keys.ANALYTICS_GROUP, "gone-host-1", {keys.clicks_stream(s): ">" for s in range(SHARDS)},
-                           count=30)
+    taken = rds.xreadgroup(
+        keys.ANALYTICS_GROUP,
+        "gone-host-1",
+        {keys.clicks_stream(s): ">" for s in range(SHARDS)},
+        count=30,
+    )
     held = sum(len(items) for _, items in taken)
     assert held == 4 * 30
 
@@ -272,7 +311,9 @@ def test_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     produce(rds, clicks)
     env = {"ANALYTICS_BATCH_SIZE": "200", "ANALYTICS_CLAIM_IDLE_MS": "1000"}
     first = start_analytics(**env)
-    eventually(lambda: first.metric("linkedge_analytics_batches_total") >= 2, "first batches inserted")
+    eventually(
+        lambda: first.metric("linkedge_analytics_batches_total") >= 2, "first batches inserted"
+    )
     for _ in range(100):  # stop it while it holds a batch: read, maybe inserted, not acknowledged
         first.process.signal(signal.SIGSTOP)
         held = sum(_pending_of(rds).values())
@@ -286,7 +327,9 @@ def test_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     assert group_state(rds)[0] == held  # the dead consumer's entries wait, unacknowledged
 
     second = start_analytics(**env)
-    eventually(drained(rds, second, clicks), "everything in ClickHouse after the restart", timeout=60)
+    eventually(
+        drained(rds, second, clicks), "everything in ClickHouse after the restart", timeout=60
+    )
     assert_exact(second, clicks)
     assert second.metric("linkedge_analytics_claimed_total") >= held
 
@@ -299,12 +342,19 @@ def test_clickhouse_unavailable_entries_wait_then_arrive(
     produce(rds, clicks)
     closed_port = free_port()  # nothing listens there: every ClickHouse call is refused
     down = start_analytics(CLICKHOUSE_URL=f"http://127.0.0.1:{closed_port}")
-    eventually(lambda: down.metric("linkedge_analytics_insert_failures_total") >= 2, "inserts failing")
+    eventually(
+        lambda: down.metric("linkedge_analytics_insert_failures_total") >= 2, "inserts failing"
+    )
     eventually(lambda: down.metric("linkedge_analytics_pending") == 300, "lag visible in /metrics")
-    eventually(lambda: down.metric("linkedge_analytics_oldest_pending_age_seconds") > 0, "age visible")
+    eventually(
+        lambda: down.metric("linkedge_analytics_oldest_pending_age_seconds") > 0, "age visible"
+    )
     assert group_state(rds) == (300, 0)  # read, held, not acknowledged
     ready = down.get("/readyz")
-    assert ready.status_code == 503 and ready.json()["checks"] == {"redis": "ok", "clickhouse": "down"}
+    assert ready.status_code == 503 and ready.json()["checks"] == {
+        "redis": "ok",
+        "clickhouse": "down",
+    }
     assert down.get("/internal/daily-counts", since="2020-01-01").status_code == 503
     assert down.process.stop() == 0
     assert group_state(rds) == (300, 0)
@@ -334,7 +384,9 @@ def test_trimming_keeps_whatever_a_group_has_not_acknowledged(
     third_ids = [rds.xadd(stream, {events.STREAM_FIELD: events.encode(c)}) for c in third]
 
     analytics = start_analytics(ANALYTICS_CLAIM_IDLE_MS="3600000")  # ...but `second` stays stuck
-    eventually(lambda: analytics.metric("linkedge_analytics_events_total") == 50, "third batch consumed")
+    eventually(
+        lambda: analytics.metric("linkedge_analytics_events_total") == 50, "third batch consumed"
+    )
     eventually(lambda: rds.xlen(stream) < 170, "stream trimmed")
     time.sleep(2.5)  # another maintenance pass: it must not trim further
     kept = {entry_id for entry_id, _ in rds.xrange(stream)}

@@ -31,10 +31,19 @@ _ids = ClickIds()
 def click(**changes: object) -> Click:
     ts_ms = int(changes.pop("ts_ms", int(time.time() * 1000)))  # type: ignore[call-overload]
     values: dict[str, object] = dict(
-        id=_ids.new(ts_ms), ts_ms=ts_ms, link_id=7, account_id=3, code="abc",
-        target="https://example.com/landing", ip="8.8.8.8", user_agent=IPHONE,
-        referer="https://www.news.example.org/article?id=1", accept_language="en-GB,en;q=0.9",
-        host="go.example", utm={"utm_source": "newsletter", "utm_campaign": "spring"}, bot="",
+        id=_ids.new(ts_ms),
+        ts_ms=ts_ms,
+        link_id=7,
+        account_id=3,
+        code="abc",
+        target="https://example.com/landing",
+        ip="8.8.8.8",
+        user_agent=IPHONE,
+        referer="https://www.news.example.org/article?id=1",
+        accept_language="en-GB,en;q=0.9",
+        host="go.example",
+        utm={"utm_source": "newsletter", "utm_campaign": "spring"},
+        bot="",
     )
     values.update(changes)
     return Click(**values)  # type: ignore[arg-type]
@@ -72,7 +81,11 @@ def test_device_os_browser(user_agent: str, device: str, os_name: str, browser: 
 def test_bot_flag_and_reason_come_from_the_edge(enricher: Enricher) -> None:
     """The edge's reason is kept as is; analytics adds the spider's name, never re-decides."""
     crawler = enricher.as_dict(click(user_agent=GOOGLEBOT, bot=bots.reason("GET", GOOGLEBOT)))
-    assert (crawler["is_bot"], crawler["bot_reason"], crawler["bot_name"]) == (1, "crawler", "Googlebot")
+    assert (crawler["is_bot"], crawler["bot_reason"], crawler["bot_name"]) == (
+        1,
+        "crawler",
+        "Googlebot",
+    )
     head = enricher.as_dict(click(user_agent=IPHONE, bot=bots.reason("HEAD", IPHONE)))
     assert (head["is_bot"], head["bot_reason"], head["device_type"]) == (1, "head", "mobile")
     prefetch = enricher.as_dict(click(bot=bots.reason("GET", IPHONE, prefetch=True)))
@@ -92,7 +105,11 @@ def test_country_from_the_offline_database(enricher: Enricher) -> None:
 def test_referrer_host_and_utm(enricher: Enricher) -> None:
     row = enricher.as_dict(click())
     assert row["referrer_host"] == "news.example.org"
-    assert (row["utm_source"], row["utm_medium"], row["utm_campaign"]) == ("newsletter", "", "spring")
+    assert (row["utm_source"], row["utm_medium"], row["utm_campaign"]) == (
+        "newsletter",
+        "",
+        "spring",
+    )
     assert referrer_host("") == "" and referrer_host("not a url") == ""
     assert referrer_host("http://[::1]:8080/x") == "::1"
     assert referrer_host("android-app://com.slack/") == "com.slack"
@@ -100,7 +117,10 @@ def test_referrer_host_and_utm(enricher: Enricher) -> None:
 
 def test_visitor_hash_stable_within_a_day_and_rotating_across_days(enricher: Enricher) -> None:
     noon = (int(time.time() * 1000) // DAY_MS) * DAY_MS + DAY_MS // 2
-    morning, evening = enricher.as_dict(click(ts_ms=noon - 3_600_000)), enricher.as_dict(click(ts_ms=noon + 3_600_000))
+    morning, evening = (
+        enricher.as_dict(click(ts_ms=noon - 3_600_000)),
+        enricher.as_dict(click(ts_ms=noon + 3_600_000)),
+    )
     next_day = enricher.as_dict(click(ts_ms=noon + DAY_MS))
     other_ip = enricher.as_dict(click(ts_ms=noon, ip="1.1.1.1"))
     other_ua = enricher.as_dict(click(ts_ms=noon, user_agent=WINDOWS_CHROME))
@@ -131,6 +151,8 @@ def test_replayed_click_enriches_to_the_same_row(enricher: Enricher) -> None:
     "changes",
     [{"id": "not-a-uuid"}, {"link_id": -1}, {"account_id": 2**64}, {"ts_ms": 0}, {"ts_ms": 10**15}],
 )
-def test_unstorable_click_raises_value_error(enricher: Enricher, changes: dict[str, object]) -> None:
+def test_unstorable_click_raises_value_error(
+    enricher: Enricher, changes: dict[str, object]
+) -> None:
     with pytest.raises(ValueError):
         enricher.row(click(**changes))

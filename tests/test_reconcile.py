@@ -17,15 +17,24 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import ROOT, Db, Stores, run
+from test_analytics import (  # noqa: F401 - fixtures used by name
+    SHARDS,
+    Analytics,
+    drained,
+    eventually,
+    expected,
+    link_ids,
+    make_clicks,
+    own_redis,
+    produce,
+    rds,
+    start_analytics,
+)
 
 from linkedge import events, keys
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis
 from linkedge.migrate import migrate_postgres
-from conftest import ROOT, Db, Stores, run
-from test_analytics import (  # noqa: F401 - fixtures used by name
-    SHARDS, Analytics, drained, eventually, expected, link_ids, make_clicks, own_redis, produce, rds,
-    start_analytics,
-)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +45,29 @@ def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgre
     server.stop()
 
 
-def reconcile(stores: Stores, own_redis: EmbeddedRedis, own_pg: EmbeddedPostgres, clickhouse: Path,
-              analytics_url: str = "") -> subprocess.CompletedProcess[str]:
-    env = stores.env(REDIS_URL=own_redis.url, DATABASE_URL=own_pg.url, CLICKHOUSE_URL=f"chdb://{clickhouse}",
-                     ANALYTICS_URL=analytics_url, CLICK_SHARDS=str(SHARDS))
-    return subprocess.run([sys.executable, "-m", "linkedge.cli", "reconcile", "--days", "3"], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+def reconcile(
+    stores: Stores,
+    redis_server: EmbeddedRedis,
+    own_pg: EmbeddedPostgres,
+    clickhouse: Path,
+    analytics_url: str = "",
+) -> subprocess.CompletedProcess[str]:
+    env = stores.env(
+        REDIS_URL=redis_server.url,
+        DATABASE_URL=own_pg.url,
+        CLICKHOUSE_URL=f"chdb://{clickhouse}",
+        ANALYTICS_URL=analytics_url,
+        CLICK_SHARDS=str(SHARDS),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "linkedge.cli", "reconcile", "--days", "3"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
 
 
 def write_postgres(db: Db, clicks: list[events.Click]) -> None:
@@ -54,29 +80,44 @@ def write_postgres(db: Db, clicks: list[events.Click]) -> None:
         counts[1] += not click.bot
     for (link_id, day), (total, human) in per_day.items():
         db.execute(
-            """INSERT INTO link_daily_clicks (link_id, day, clicks, human_clicks) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (link_id, day) DO UPDATE SET clicks = link_daily_clicks.clicks + EXCLUDED.clicks,
+            """INSERT INTO link_daily_clicks (link_id, day, clicks, human_clicks)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (link_id, day) DO UPDATE
+               SET clicks = link_daily_clicks.clicks + EXCLUDED.clicks,
                human_clicks = link_daily_clicks.human_clicks + EXCLUDED.human_clicks""",
-            link_id, day, total, human,
+            link_id,
+            day,
+            total,
+            human,
         )
 
 
 def record_counters(client: redis.Redis, clicks: list[events.Click]) -> None:
     """The edge's counter increments for ``clicks`` (not yet moved by an aggregator)."""
     for click in clicks:
-        client.hincrby(keys.counts(0), events.counter_field(click.link_id, click.day, bool(click.bot)), 1)
+        client.hincrby(
+            keys.counts(0), events.counter_field(click.link_id, click.day, bool(click.bot)), 1
+        )
 
 
 def test_reconcile_in_sync_in_flight_and_tampered(
-    stores: Stores, own_redis: EmbeddedRedis, own_pg: EmbeddedPostgres, rds: redis.Redis,
-    start_analytics: Callable[..., Analytics], tmp_path: Path,
+    stores: Stores,
+    own_redis: EmbeddedRedis,  # noqa: F811 - the fixture imported above
+    own_pg: EmbeddedPostgres,
+    rds: redis.Redis,  # noqa: F811
+    start_analytics: Callable[..., Analytics],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     db = Db(own_pg.url)
     clickhouse = tmp_path / "clickhouse"
     links = link_ids(3)
     today = make_clicks(links, 90)
-    yesterday = [dataclasses.replace(c, id=events.ClickIds().new(c.ts_ms - 86_400_000), ts_ms=c.ts_ms - 86_400_000)
-                 for c in make_clicks(links[:2], 40)]
+    yesterday = [
+        dataclasses.replace(
+            c, id=events.ClickIds().new(c.ts_ms - 86_400_000), ts_ms=c.ts_ms - 86_400_000
+        )
+        for c in make_clicks(links[:2], 40)
+    ]
     clicks = today + yesterday
     analytics = start_analytics()
     produce(rds, clicks)

@@ -149,7 +149,8 @@ class ClickRecorder:
         self._task = asyncio.create_task(self._run(), name="click-flush")
 
     async def close(self) -> None:
-        """Flush everything to Redis; spool what it does not take within a few seconds."""
+        """Flush everything to Redis, then replay the spool; spool what Redis does not take
+        within a few seconds."""
         if self._closed:
             return
         self._stopping = True
@@ -169,6 +170,10 @@ class ClickRecorder:
             else:
                 failures += 1
                 await asyncio.sleep(0.2)
+        if not self._batches:  # Redis is taking clicks: empty the spool too, within the deadline
+            self._spool_check_at = 0.0
+            while time.monotonic() < deadline and await self._replay_spool():
+                pass
         left = self._batched_events
         if self._batches:
             self._spool_out(list(self._batches))
@@ -347,18 +352,19 @@ class ClickRecorder:
         if lost:
             self._drop(lost, reason)
 
-    async def _replay_spool(self) -> None:
+    async def _replay_spool(self) -> bool:
+        """Replay a few spooled batches; False when nothing more can be replayed right now."""
         if self._claimed is None:
             now = time.monotonic()
             if now < self._spool_check_at:
-                return
+                return False
             self._spool_check_at = now + SPOOL_CHECK_S
             if not self._spool.has_files():
-                return
+                return False
             self._spool.release()  # our own file becomes claimable too
             self._claimed = self._spool.claim()
             if self._claimed is None:
-                return
+                return False
             log.info("replaying click spool file", extra={"path": str(self._claimed.path)})
             self._replay = self._claimed.batches()
             self._replay_head = None
@@ -368,15 +374,16 @@ class ClickRecorder:
                 self._claimed.finish()
                 self._claimed = None
                 self._spool_check_at = 0.0
-                return
+                return True
             if isinstance(item, CorruptLine):
                 log.error("unreadable click spool line", extra={"clicks": item.events})
                 self._drop(item.events, "spool_corrupt")
                 continue
             self._replay_head = item
             if not await self._send(item):
-                return
+                return False
             self._replay_head = None
+        return True
 
     def _spool_pending(self) -> None:
         records, self._pending = self._pending, []

@@ -689,3 +689,70 @@ def test_clicks_after_close_go_to_the_spool(click_settings: Settings, db9_url: s
         "https://example.com/late",
         "https://example.com/late-sync",
     ]
+
+
+@pytest.mark.skipif(
+    not _recorder_wired(), reason="edge.resources does not build a ClickRecorder yet"
+)
+def test_redis_outage_under_the_edge_loses_nothing(
+    start_edge: Callable[..., Any], account: Callable[..., Any], db: Any, tmp_path: Path
+) -> None:
+    """Redis stopped while the edge keeps redirecting, then started again: every click once."""
+    account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", account().key_id)
+    code = "k" + uuid.uuid4().hex[:10]
+    link_id = db.fetchval(
+        "INSERT INTO links (account_id, code, url) VALUES ($1, $2, $3) RETURNING id",
+        account_id,
+        code,
+        "https://example.org/landing",
+    )
+    own = EmbeddedRedis(tmp_path / "edge-redis", persist=True).start()
+    servers = [own]
+    try:
+        spool_dir = tmp_path / "edge-spool"
+        edge = start_edge(
+            workers=2, REDIS_URL=own.url, CLICK_MEMORY_LIMIT="20", CLICK_SPOOL_DIR=str(spool_dir)
+        )
+        served = 0
+        with edge.client(headers={"user-agent": CHROME}) as client:
+            for phase in range(3):
+                if phase == 1:
+                    own.stop()
+                if phase == 2:
+                    servers.append(EmbeddedRedis(own.data_dir, port=own.port, persist=True).start())
+                for _ in range(100):
+                    served += client.get(f"/{code}").status_code == 302
+                if phase == 1:  # the outage outgrew memory: the workers spooled
+                    spooled = _metric_total(
+                        client.get("/metrics").text, "linkedge_clicks_spooled_total"
+                    )
+        assert served == 300
+        assert spooled > 0
+        assert edge.process.stop() == 0
+        assert spool_files(spool_dir) == []  # the shutdown flush replayed what was spooled
+        import redis as sync_redis
+
+        with sync_redis.Redis.from_url(own.url) as check:
+            shards = Settings().click_shards
+            ids = [
+                decode(fields[b"e"]).id
+                for shard in range(shards)
+                for _id, fields in check.xrange(keys.clicks_stream(shard))
+            ]
+            total = sum(
+                int(value)
+                for shard in range(shards)
+                for field, value in check.hgetall(keys.counts(shard)).items()
+                if parse_counter_field(field)[0] == link_id
+            )
+    finally:
+        for server in servers:
+            server.stop()
+    assert len(ids) == 300 and len(set(ids)) == 300
+    assert total == 300
+
+
+def _metric_total(exposition: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.startswith(name)
+    )

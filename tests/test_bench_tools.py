@@ -206,13 +206,20 @@ def test_prometheus_text_is_read_per_label() -> None:
 
 
 def test_top_frames_from_collapsed_stacks() -> None:
+    trunk = "thread (7): MainThread;<module> (granian/__main__.py:4);MPServer._spawn_asgi_lifespan_worker (granian/server/mp.py:249)"
     collapsed = (
-        "main (a.py:1);handle (r.py:10);lookup (l.py:5) 60\n"
-        "main (a.py:1);handle (r.py:10);send (r.py:20) 30\n"
-        "main (a.py:1);idle (a.py:9) 10\n"
+        f"{trunk};handle (r.py:10);lookup (l.py:5) 40\n"
+        f"{trunk};handle (r.py:10);lookup (l.py:6) 20\n"
+        "thread (7): MainThread;handle (r.py:10);send (r.py:20) 30\n"
+        f"{trunk} 10\n"
+        "thread (9) 500\n"  # a Rust thread: no Python frame
         "garbage line\n"
     )
-    own, inclusive = observe.top_frames(collapsed, limit=2)
-    assert own == [("lookup (l.py:5)", 0.6), ("send (r.py:20)", 0.3)]
-    assert inclusive == [("main (a.py:1)", 1.0), ("handle (r.py:10)", 0.9)]
+    own, inclusive = observe.top_frames(collapsed, limit=3)
+    assert own == [("lookup (l.py)", 0.6), ("send (r.py)", 0.3),
+                   ("[native: Granian Rust server, event loop, I/O]", 0.1)]
+    assert inclusive[0] == ("handle (r.py)", 0.9)
+    assert not any("granian/" in frame for frame, _ in inclusive)
+    by_line, _ = observe.top_frames(collapsed, limit=1, lines=True)
+    assert by_line == [("lookup (l.py:5)", 0.4)]
     assert observe.top_frames("") == ([], [])

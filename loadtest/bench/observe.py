@@ -57,9 +57,23 @@ def describe_shares(parts: Mapping[str, float]) -> str:
     return ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.005)
 
 
-def top_frames(collapsed: str, limit: int = 15) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """From collapsed stacks (py-spy ``--format raw``: ``f1;f2;f3 COUNT`` per line), the frames
-    with the most samples on top of the stack (self) and anywhere in it (inclusive), as shares."""
+# Frames of Granian's start-up chain, under which every request runs: not worth listing.
+_TRUNK = ("<frozen runpy>", "click/core.py", "granian/cli.py", "granian/__main__", "granian/server/",
+          "multiprocessing/")
+# The frame where Granian's worker enters its Rust server: samples whose top it is are spent
+# below Python (Rust HTTP, the event loop, waiting on sockets).
+_NATIVE = "_spawn_asgi_lifespan_worker"
+_LINE = re.compile(r":\d+\)$")
+
+
+def top_frames(
+    collapsed: str, limit: int = 15, *, lines: bool = False
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """From collapsed stacks (py-spy ``--format raw [--threads]``: ``f1;f2;f3 COUNT`` per line), the
+    frames with the most samples on top of the stack (self) and anywhere in it (inclusive), as
+    shares of the samples with Python frames. Thread labels are dropped, so are threads with no
+    Python frame (Granian's Rust runtime); Granian's start-up chain is left out of the inclusive
+    list; frames are per function unless ``lines``."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -67,12 +81,18 @@ def top_frames(collapsed: str, limit: int = 15) -> tuple[list[tuple[str, float]]
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
+        frames = [f for f in stack.split(";") if f and not f.startswith("thread (")]
+        if not frames:
+            continue
+        if not lines:
+            frames = [_LINE.sub(")", f) for f in frames]
         count = int(count_text)
-        frames = stack.split(";")
         total += count
-        own[frames[-1]] += count
+        leaf = frames[-1]
+        own["[native: Granian Rust server, event loop, I/O]" if _NATIVE in leaf else leaf] += count
         for frame in set(frames):
-            inclusive[frame] += count
+            if not any(part in frame for part in _TRUNK):
+                inclusive[frame] += count
     if not total:
         return [], []
     return (

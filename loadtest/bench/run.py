@@ -18,7 +18,9 @@ per connection). Exit status: 0, or 1 when a count check failed; 0 with a messag
 missing.
 
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (64), BENCH_CODES (10000),
-BENCH_LINKS (100000), BENCH_PROFILE_SECONDS (0: no py-spy profile), BENCH_OUT (bench-results).
+BENCH_LINKS (100000), BENCH_PROFILE_SECONDS (0: no py-spy profile; >0 profiles the hot and
+local-miss edges that long under load, with py-spy from BENCH_PYSPY, PATH or the venv),
+BENCH_OUT (bench-results).
 """
 
 from __future__ import annotations
@@ -301,7 +303,9 @@ class Bench:
                 cold.notes.append(f"{1 - len(self.cold_codes) / result.requests:.0%} of requests repeated a code")
             self.measure_api(api, edges["hot"], ref)
 
-        profile = self.profile(edges["hot"]) if edges and config.profile_seconds > 0 else ""
+        profile = ""
+        if edges and config.profile_seconds > 0:
+            profile = "".join(f"### {edges[name].name}\n{self.profile(edges[name])}" for name in ("hot", "miss"))
         for name in ("miss", "cold"):
             if name in edges:
                 edges[name].proc.stop()
@@ -338,12 +342,12 @@ class Bench:
 
     def profile(self, server: stack.Server) -> str:
         """py-spy on the hot edge's worker under wrk load: the top frames, as text."""
-        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        spy = os.environ.get("BENCH_PYSPY") or shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if not os.access(spy, os.X_OK):
             return "py-spy not installed (`.venv/bin/pip install py-spy`): no profile\n"
         worker = server.worker_pids()[0]
         seconds = self.config.profile_seconds
-        out = self.tmp / "profile.txt"
+        out = self.tmp / f"profile-{worker}.txt"
         load = subprocess.Popen(
             wrk.command(server.url, "zipf.lua", [str(self.zipf_file)], seconds=seconds + 2,
                         connections=self.config.connections, cpu=self.load_cpu),
@@ -352,7 +356,7 @@ class Bench:
         try:
             time.sleep(0.5)
             subprocess.run([spy, "record", "-p", str(worker), "-d", str(int(seconds)), "-r", "250",
-                            "-f", "raw", "-o", str(out), "--nonblocking"],
+                            "-f", "raw", "--threads", "-o", str(out), "--nonblocking"],
                            capture_output=True, timeout=seconds + 60, check=False)
         finally:
             try:
@@ -362,10 +366,15 @@ class Bench:
                 load.wait()
         if not out.exists():
             return "py-spy produced no profile (ptrace not permitted?)\n"
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        kept = self.config.out / f"profile-{server.name.replace(' ', '-')}.collapsed"
+        shutil.copyfile(out, kept)
         own, inclusive = observe.top_frames(out.read_text(), limit=20)
+        own_lines, _ = observe.top_frames(out.read_text(), limit=12, lines=True)
         lines = ["self time (top of stack):"] + [f"  {share:6.1%}  {frame}" for frame, share in own]
         lines += ["inclusive:"] + [f"  {share:6.1%}  {frame}" for frame, share in inclusive]
-        self.details.append(f"profile: {out.read_text().count(chr(10))} stacks from worker {worker}")
+        lines += ["self time by line:"] + [f"  {share:6.1%}  {frame}" for frame, share in own_lines]
+        self.details.append(f"profile of {server.name}: worker {worker}, collapsed stacks in {kept}")
         return "\n".join(lines) + "\n"
 
     def write_results(self, table: str, profile: str) -> None:

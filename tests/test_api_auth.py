@@ -29,12 +29,21 @@ def revoke(stores: Stores, key: str) -> int:
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "", "Bearer", "Basic dXNlcjpwYXNz", "lk_abc", "Bearer lk_not-a-real-key",
-     "Bearer not-even-prefixed", "Bearer lk_" + "x" * 5000, "Bearer lk_\u00e9"],
+    [
+        None,
+        "",
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "lk_abc",
+        "Bearer lk_not-a-real-key",
+        "Bearer not-even-prefixed",
+        "Bearer lk_" + "x" * 5000,
+        "Bearer lk_\u00e9",
+    ],
 )
 def test_missing_or_wrong_keys_are_401(edge: httpx.Client, authorization: str | None) -> None:
     """Raw bytes on the wire, UTF-8 included: never a 500."""
-    headers = {} if authorization is None else {"Authorization": authorization.encode()}
+    headers = {} if authorization is None else {b"Authorization": authorization.encode()}
     response = edge.get(f"{API}/links", headers=headers)
     body = assert_problem(response, 401)
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -58,8 +67,9 @@ def test_revoked_key_is_refused_within_seconds(
     assert statuses == {401}
 
 
-def test_key_revoked_before_use_is_refused(edge: httpx.Client, account: Callable[..., Account],
-                                           stores: Stores) -> None:
+def test_key_revoked_before_use_is_refused(
+    edge: httpx.Client, account: Callable[..., Account], stores: Stores
+) -> None:
     who = account()
     revoke(stores, apikeys.display_prefix(who.key))
     assert_problem(edge.get(f"{API}/links", headers=who.headers), 401)
@@ -69,22 +79,39 @@ def test_missing_scopes_are_403_naming_the_scope(
     edge: httpx.Client, account: Callable[..., Account], db: Db
 ) -> None:
     writer = account()
-    code = edge.post(f"{API}/links", json={"url": "https://example.com/"}, headers=writer.headers).json()["code"]
+    code = edge.post(
+        f"{API}/links", json={"url": "https://example.com/"}, headers=writer.headers
+    ).json()["code"]
     reader = account(scopes=("links:read",), name=writer.name)
     assert edge.get(f"{API}/links/{code}", headers=reader.headers).status_code == 200
     assert edge.get(f"{API}/links", headers=reader.headers).status_code == 200
     for response in [
         edge.post(f"{API}/links", json={"url": "https://example.com/x"}, headers=reader.headers),
-        edge.post(f"{API}/links/bulk", json={"links": [{"url": "https://example.com/"}]}, headers=reader.headers),
-        edge.patch(f"{API}/links/{code}", json={"url": "https://example.com/y"}, headers=reader.headers),
+        edge.post(
+            f"{API}/links/bulk",
+            json={"links": [{"url": "https://example.com/"}]},
+            headers=reader.headers,
+        ),
+        edge.patch(
+            f"{API}/links/{code}", json={"url": "https://example.com/y"}, headers=reader.headers
+        ),
         edge.delete(f"{API}/links/{code}", headers=reader.headers),
     ]:
         assert "links:write" in assert_problem(response, 403)["detail"]
-    assert "stats:read" in assert_problem(
-        edge.get(f"{API}/links/{code}/stats", headers=reader.headers), 403)["detail"]
+    assert (
+        "stats:read"
+        in assert_problem(edge.get(f"{API}/links/{code}/stats", headers=reader.headers), 403)[
+            "detail"
+        ]
+    )
     stats_only = account(scopes=("stats:read",), name=writer.name)
     assert edge.get(f"{API}/links/{code}/stats", headers=stats_only.headers).status_code == 200
-    assert "links:read" in assert_problem(edge.get(f"{API}/links/{code}", headers=stats_only.headers), 403)["detail"]
+    assert (
+        "links:read"
+        in assert_problem(edge.get(f"{API}/links/{code}", headers=stats_only.headers), 403)[
+            "detail"
+        ]
+    )
     assert db.fetchval("SELECT count(*) FROM links WHERE url LIKE 'https://example.com/_'") == 0
     assert db.fetchval("SELECT url FROM links WHERE code = $1", code) == "https://example.com/"
 
@@ -93,19 +120,26 @@ def test_another_accounts_links_are_not_found(
     edge: httpx.Client, account: Callable[..., Account], db: Db
 ) -> None:
     owner, stranger = account(), account()
-    code = edge.post(f"{API}/links", json={"url": "https://example.com/mine", "code": f"own-{owner.key_id}"},
-                     headers=owner.headers).json()["code"]
+    code = edge.post(
+        f"{API}/links",
+        json={"url": "https://example.com/mine", "code": f"own-{owner.key_id}"},
+        headers=owner.headers,
+    ).json()["code"]
     missing = f"nil-{owner.key_id}"
 
-    def same_as_missing(method: str, suffix: str = "", **kwargs: object) -> None:
-        theirs = edge.request(method, f"{API}/links/{code}{suffix}", headers=stranger.headers, **kwargs)
-        nothing = edge.request(method, f"{API}/links/{missing}{suffix}", headers=stranger.headers, **kwargs)
+    def same_as_missing(method: str, suffix: str = "", body: object = None) -> None:
+        theirs = edge.request(
+            method, f"{API}/links/{code}{suffix}", headers=stranger.headers, json=body
+        )
+        nothing = edge.request(
+            method, f"{API}/links/{missing}{suffix}", headers=stranger.headers, json=body
+        )
         assert_problem(theirs, 404)
         assert theirs.text.replace(code, "CODE") == nothing.text.replace(missing, "CODE")
 
     same_as_missing("GET")
     same_as_missing("GET", "/stats")
-    same_as_missing("PATCH", json={"url": "https://evil.example/"})
+    same_as_missing("PATCH", body={"url": "https://evil.example/"})
     same_as_missing("DELETE")
     assert edge.get(f"{API}/links", headers=stranger.headers).json()["items"] == []
     row = db.fetch("SELECT url, deleted_at FROM links WHERE code = $1", code)[0]

@@ -25,10 +25,13 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def links_of(db: Db, who: Account) -> int:
-    return int(db.fetchval(
-        "SELECT count(*) FROM links l JOIN api_keys k ON k.account_id = l.account_id WHERE k.id = $1",
-        who.key_id,
-    ))
+    return int(
+        db.fetchval(
+            """SELECT count(*) FROM links l JOIN api_keys k ON k.account_id = l.account_id
+               WHERE k.id = $1""",
+            who.key_id,
+        )
+    )
 
 
 HOSTILE_URLS = [
@@ -54,7 +57,9 @@ def test_hostile_urls_are_422_and_store_nothing(
     body = assert_problem(edge.post(f"{API}/links", json={"url": url}, headers=who.headers), 422)
     assert body["errors"][0]["field"] == "url"
     expired = edge.post(
-        f"{API}/links", json={"url": "https://example.com/", "expired_url": url}, headers=who.headers
+        f"{API}/links",
+        json={"url": "https://example.com/", "expired_url": url},
+        headers=who.headers,
     )
     assert assert_problem(expired, 422)["errors"][0]["field"] == "expired_url"
     assert links_of(db, who) == 0
@@ -96,8 +101,15 @@ def test_bad_fields_are_422_naming_the_field(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b'{"url": "https://example.com/",}', b"\xff\xfe", b'{"url": NaN}', b"[" * 5000,
-     b'{"url": "https://example.com/", "redirect_type": 99999999999999999999999}', b""],
+    [
+        b"{",
+        b'{"url": "https://example.com/",}',
+        b"\xff\xfe",
+        b'{"url": NaN}',
+        b"[" * 5000,
+        b'{"url": "https://example.com/", "redirect_type": 99999999999999999999999}',
+        b"",
+    ],
 )
 def test_malformed_json_is_422(
     edge: httpx.Client, account: Callable[..., Account], db: Db, raw: bytes
@@ -116,7 +128,9 @@ def test_non_json_content_type_is_415(
 ) -> None:
     who = account()
     headers = dict(who.headers, **({"Content-Type": content_type} if content_type else {}))
-    response = edge.post(f"{API}/links", content=b'{"url": "https://example.com/"}', headers=headers)
+    response = edge.post(
+        f"{API}/links", content=b'{"url": "https://example.com/"}', headers=headers
+    )
     assert "application/json" in assert_problem(response, 415)["detail"]
     assert links_of(db, who) == 0
 
@@ -137,26 +151,38 @@ def test_oversized_bodies_are_413(
     assert links_of(db, who) == 0
 
 
-def test_duplicate_custom_code_is_409(edge: httpx.Client, account: Callable[..., Account], db: Db) -> None:
+def test_duplicate_custom_code_is_409(
+    edge: httpx.Client, account: Callable[..., Account], db: Db
+) -> None:
     who, other = account(), account()
     code = f"dup-{who.key_id}"
-    first = edge.post(f"{API}/links", json={"url": "https://example.com/1", "code": code}, headers=who.headers)
+    first = edge.post(
+        f"{API}/links", json={"url": "https://example.com/1", "code": code}, headers=who.headers
+    )
     assert first.status_code == 201
     for taker in (who, other):
         again = edge.post(
-            f"{API}/links", json={"url": "https://example.com/2", "code": code}, headers=taker.headers
+            f"{API}/links",
+            json={"url": "https://example.com/2", "code": code},
+            headers=taker.headers,
         )
         assert code in assert_problem(again, 409)["detail"]
     assert db.fetchval("SELECT url FROM links WHERE code = $1", code) == "https://example.com/1"
     assert links_of(db, other) == 0
 
 
-def test_unknown_codes_routes_and_methods(edge: httpx.Client, account: Callable[..., Account]) -> None:
+def test_unknown_codes_routes_and_methods(
+    edge: httpx.Client, account: Callable[..., Account]
+) -> None:
     who = account()
     assert_problem(edge.get(f"{API}/links/nosuchcode", headers=who.headers), 404)
     assert_problem(edge.get(f"{API}/links/no.such", headers=who.headers), 404)
-    assert_problem(edge.patch(f"{API}/links/nosuchcode", json={"url": "https://example.com/"},
-                              headers=who.headers), 404)
+    assert_problem(
+        edge.patch(
+            f"{API}/links/nosuchcode", json={"url": "https://example.com/"}, headers=who.headers
+        ),
+        404,
+    )
     assert_problem(edge.delete(f"{API}/links/nosuchcode", headers=who.headers), 404)
     assert_problem(edge.get(f"{API}/links/nosuchcode/stats", headers=who.headers), 404)
     assert_problem(edge.get(f"{API}/nothing-here", headers=who.headers), 404)
@@ -166,24 +192,47 @@ def test_unknown_codes_routes_and_methods(edge: httpx.Client, account: Callable[
     assert_problem(edge.delete(f"{API}/links", headers=who.headers), 405)
 
 
-def test_bad_patches_change_nothing(edge: httpx.Client, account: Callable[..., Account], db: Db) -> None:
+def test_bad_patches_change_nothing(
+    edge: httpx.Client, account: Callable[..., Account], db: Db
+) -> None:
     who = account()
-    created = edge.post(f"{API}/links", json={"url": "https://example.com/keep"}, headers=who.headers)
+    created = edge.post(
+        f"{API}/links", json={"url": "https://example.com/keep"}, headers=who.headers
+    )
     code = created.json()["code"]
     before = db.fetch("SELECT * FROM links WHERE code = $1", code)
-    for body in [{}, {"url": "javascript:x"}, {"code": "other"}, {"redirect_type": 200},
-                 {"url": "https://example.com/new", "tags": "x"}, {"nope": 1}]:
+    for body in [
+        {},
+        {"url": "javascript:x"},
+        {"code": "other"},
+        {"redirect_type": 200},
+        {"url": "https://example.com/new", "tags": "x"},
+        {"nope": 1},
+    ]:
         assert_problem(edge.patch(f"{API}/links/{code}", json=body, headers=who.headers), 422)
-    assert_problem(edge.patch(f"{API}/links/{code}", content=b"{", headers={
-        **who.headers, "Content-Type": "application/json"}), 422)
+    assert_problem(
+        edge.patch(
+            f"{API}/links/{code}",
+            content=b"{",
+            headers={**who.headers, "Content-Type": "application/json"},
+        ),
+        422,
+    )
     assert_problem(edge.patch(f"{API}/links/{code}", content=b"url=x", headers=who.headers), 415)
     assert db.fetch("SELECT * FROM links WHERE code = $1", code) == before
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": "0"}, {"limit": "201"}, {"limit": "ten"}, {"cursor": "garbage"}, {"cursor": "djE6LTE"},
-     {"tag": "x" * 65}, {"tag": "a\x00"}],
+    [
+        {"limit": "0"},
+        {"limit": "201"},
+        {"limit": "ten"},
+        {"cursor": "garbage"},
+        {"cursor": "djE6LTE"},
+        {"tag": "x" * 65},
+        {"tag": "a\x00"},
+    ],
 )
 def test_bad_list_parameters_are_422(
     edge: httpx.Client, account: Callable[..., Account], params: dict[str, str]
@@ -193,16 +242,26 @@ def test_bad_list_parameters_are_422(
 
 def test_bad_bulk_requests(edge: httpx.Client, account: Callable[..., Account], db: Db) -> None:
     who = account()
-    for body in [{}, {"links": []}, {"links": "x"}, [], {"links": [{"url": "https://example.com/"}], "x": 1},
-                 {"links": [{"url": "https://example.com/"}] * 1001}]:
+    for body in [
+        {},
+        {"links": []},
+        {"links": "x"},
+        [],
+        {"links": [{"url": "https://example.com/"}], "x": 1},
+        {"links": [{"url": "https://example.com/"}] * 1001},
+    ]:
         assert_problem(edge.post(f"{API}/links/bulk", json=body, headers=who.headers), 422)
     assert links_of(db, who) == 0
 
 
 def test_stats_days_parameter(edge: httpx.Client, account: Callable[..., Account]) -> None:
     who = account()
-    code = edge.post(f"{API}/links", json={"url": "https://example.com/"}, headers=who.headers).json()["code"]
+    code = edge.post(
+        f"{API}/links", json={"url": "https://example.com/"}, headers=who.headers
+    ).json()["code"]
     for days in ["0", "367", "x"]:
-        assert_problem(edge.get(f"{API}/links/{code}/stats", params={"days": days}, headers=who.headers), 422)
+        assert_problem(
+            edge.get(f"{API}/links/{code}/stats", params={"days": days}, headers=who.headers), 422
+        )
     stats = edge.get(f"{API}/links/{code}/stats", params={"days": "366"}, headers=who.headers)
     assert stats.status_code == 200 and len(stats.json()["daily"]) == 366

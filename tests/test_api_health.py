@@ -19,18 +19,21 @@ def test_probes(edge: httpx.Client) -> None:
     assert edge.get("/readyz").status_code == 200
 
 
-def test_metrics_label_by_route_template(edge: httpx.Client, account: Callable[..., Account]) -> None:
+def test_metrics_label_by_route_template(
+    edge: httpx.Client, account: Callable[..., Account]
+) -> None:
     who = account()
-    code = edge.post(f"{API}/links", json={"url": "https://example.com/"}, headers=who.headers).json()["code"]
+    code = edge.post(
+        f"{API}/links", json={"url": "https://example.com/"}, headers=who.headers
+    ).json()["code"]
     assert edge.get(f"{API}/links/{code}", headers=who.headers).status_code == 200
     response = edge.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert re.search(
-        r'^linkedge_api_requests_total\{method="GET",route="/api/v1/links/\{code\}",status="200"\} \d', text, re.M
-    ) or re.search(
-        r'^linkedge_api_requests_total\{[^}]*route="/api/v1/links/\{code\}"[^}]*\} \d', text, re.M
-    ), text
+    samples = [
+        line for line in text.splitlines() if line.startswith("linkedge_api_requests_total{")
+    ]
+    assert any('route="/api/v1/links/{code}"' in line for line in samples), text
     assert "linkedge_api_request_duration_seconds_bucket" in text
     assert code not in text
 
@@ -48,9 +51,16 @@ def test_one_json_log_line_per_api_request(
     edge = start_edge(workers=1, LOG_LEVEL="INFO")
     who = account()
     with edge.client() as client:
-        assert client.get(f"{API}/links", headers={**who.headers, "X-Request-ID": "trace-me-1"}).status_code == 200
+        assert (
+            client.get(
+                f"{API}/links", headers={**who.headers, "X-Request-ID": "trace-me-1"}
+            ).status_code
+            == 200
+        )
         assert client.get("/nosuchcode").status_code == 404
-    lines = [orjson.loads(line) for line in edge.process.output().splitlines() if line.startswith("{")]
+    lines = [
+        orjson.loads(line) for line in edge.process.output().splitlines() if line.startswith("{")
+    ]
     mine = [line for line in lines if line.get("request_id") == "trace-me-1"]
     assert len(mine) == 1
     assert (mine[0]["route"], mine[0]["status"], mine[0]["method"]) == ("/api/v1/links", 200, "GET")

@@ -27,7 +27,9 @@ def test_create_returns_link_with_short_url_and_location(
     edge: httpx.Client, account: Callable[..., Account], shared_edge: Edge
 ) -> None:
     who = account()
-    response = edge.post(f"{API}/links", json={"url": "https://example.com/a?b=1"}, headers=who.headers)
+    response = edge.post(
+        f"{API}/links", json={"url": "https://example.com/a?b=1"}, headers=who.headers
+    )
     assert response.status_code == 201, response.text
     link = response.json()
     code = link["code"]
@@ -43,12 +45,20 @@ def test_create_returns_link_with_short_url_and_location(
     assert edge.get(f"/{code}").headers["location"] == "https://example.com/a?b=1"
 
 
-def test_create_with_every_option(edge: httpx.Client, account: Callable[..., Account], db: Db) -> None:
+def test_create_with_every_option(
+    edge: httpx.Client, account: Callable[..., Account], db: Db
+) -> None:
     who = account()
     link = create(
-        edge, who, url="https://example.com/x", code=f"my-Code_{who.key_id}", redirect_type=308,
-        expires_at="2031-02-03T04:05:06.789+01:00", expired_url="https://example.com/gone",
-        forward_query=True, tags=["promo", "q1", "promo"],
+        edge,
+        who,
+        url="https://example.com/x",
+        code=f"my-Code_{who.key_id}",
+        redirect_type=308,
+        expires_at="2031-02-03T04:05:06.789+01:00",
+        expired_url="https://example.com/gone",
+        forward_query=True,
+        tags=["promo", "q1", "promo"],
     )
     assert link["code"] == f"my-Code_{who.key_id}"
     assert link["redirect_type"] == 308
@@ -56,26 +66,38 @@ def test_create_with_every_option(edge: httpx.Client, account: Callable[..., Acc
     assert link["expired_url"] == "https://example.com/gone"
     assert link["forward_query"] is True
     assert link["tags"] == ["promo", "q1"]
-    row = db.fetch("SELECT redirect_type, forward_query, tags FROM links WHERE code = $1", link["code"])[0]
+    row = db.fetch(
+        "SELECT redirect_type, forward_query, tags FROM links WHERE code = $1", link["code"]
+    )[0]
     assert (row["redirect_type"], row["forward_query"], row["tags"]) == (308, True, ["promo", "q1"])
 
 
 def test_get_patch_delete(edge: httpx.Client, account: Callable[..., Account], db: Db) -> None:
     who = account()
-    code = create(edge, who, url="https://example.com/old", expires_at="2030-01-01T00:00:00Z")["code"]
+    code = create(edge, who, url="https://example.com/old", expires_at="2030-01-01T00:00:00Z")[
+        "code"
+    ]
     got = edge.get(f"{API}/links/{code}", headers=who.headers)
     assert got.status_code == 200 and got.json()["url"] == "https://example.com/old"
     assert edge.get(f"/{code}").headers["location"] == "https://example.com/old"
 
     patched = edge.patch(
         f"{API}/links/{code}",
-        json={"url": "https://example.com/new", "redirect_type": 307, "expires_at": None, "tags": ["t"]},
+        json={
+            "url": "https://example.com/new",
+            "redirect_type": 307,
+            "expires_at": None,
+            "tags": ["t"],
+        },
         headers=who.headers,
     )
     assert patched.status_code == 200, patched.text
     body = patched.json()
     assert (body["url"], body["redirect_type"], body["expires_at"], body["tags"]) == (
-        "https://example.com/new", 307, None, ["t"],
+        "https://example.com/new",
+        307,
+        None,
+        ["t"],
     )
     assert edge.get(f"/{code}").headers["location"] == "https://example.com/new"
 
@@ -85,7 +107,9 @@ def test_get_patch_delete(edge: httpx.Client, account: Callable[..., Account], d
     assert edge.get(f"/{code}").status_code == 404
     assert db.fetchval("SELECT deleted_at IS NOT NULL FROM links WHERE code = $1", code) is True
     # A deleted code is never handed out again.
-    again = edge.post(f"{API}/links", json={"url": "https://example.com/", "code": code}, headers=who.headers)
+    again = edge.post(
+        f"{API}/links", json={"url": "https://example.com/", "code": code}, headers=who.headers
+    )
     assert again.status_code == 409
 
 
@@ -95,7 +119,9 @@ def test_clicks_come_from_the_totals_tables(
     who = account()
     code = create(edge, who, url="https://example.com/")["code"]
     link_id = db.fetchval("SELECT id FROM links WHERE code = $1", code)
-    db.execute("INSERT INTO link_click_totals (link_id, clicks, human_clicks) VALUES ($1, 7, 5)", link_id)
+    db.execute(
+        "INSERT INTO link_click_totals (link_id, clicks, human_clicks) VALUES ($1, 7, 5)", link_id
+    )
     db.execute(
         """INSERT INTO link_daily_clicks (link_id, day, clicks, human_clicks)
            VALUES ($1, current_date, 4, 3), ($1, current_date - 2, 3, 2)""",
@@ -118,8 +144,10 @@ def test_list_pages_newest_first_and_filters_by_tag(
     edge: httpx.Client, account: Callable[..., Account]
 ) -> None:
     who = account()
-    codes = [create(edge, who, url=f"https://example.com/{i}", tags=["odd"] if i % 2 else [])["code"]
-             for i in range(7)]
+    codes = [
+        create(edge, who, url=f"https://example.com/{i}", tags=["odd"] if i % 2 else [])["code"]
+        for i in range(7)
+    ]
     seen: list[str] = []
     cursor = None
     while True:
@@ -197,8 +225,11 @@ def test_bulk_creates_each_item_independently(
     assert body["results"][2]["link"]["code"] == f"bulk-{who.key_id}"
     account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", who.key_id)
     stored = db.fetch("SELECT url FROM links WHERE account_id = $1 ORDER BY id", account_id)
-    assert [r["url"] for r in stored] == ["https://example.com/", "https://example.com/1",
-                                           "https://example.com/3"]
+    assert [r["url"] for r in stored] == [
+        "https://example.com/",
+        "https://example.com/1",
+        "https://example.com/3",
+    ]
     first = body["results"][0]["link"]["code"]
     assert edge.get(f"/{first}").headers["location"] == "https://example.com/1"
 
@@ -210,10 +241,15 @@ def test_bulk_of_a_thousand(edge: httpx.Client, account: Callable[..., Account],
     assert response.status_code == 200, response.text
     assert response.json()["created"] == 1000
     account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", who.key_id)
-    assert db.fetchval("SELECT count(DISTINCT code) FROM links WHERE account_id = $1", account_id) == 1000
+    assert (
+        db.fetchval("SELECT count(DISTINCT code) FROM links WHERE account_id = $1", account_id)
+        == 1000
+    )
 
 
-def test_unicode_target_is_stored_as_punycode(edge: httpx.Client, account: Callable[..., Account]) -> None:
+def test_unicode_target_is_stored_as_punycode(
+    edge: httpx.Client, account: Callable[..., Account]
+) -> None:
     who = account()
     link = create(edge, who, url="http://bücher.example/straße?q=ü")
     assert link["url"] == "http://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%BC"
@@ -227,8 +263,11 @@ def test_generated_code_collisions_are_retried(
     who = account()
     account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", who.key_id)
     taken = f"tk{who.key_id:05d}"[-7:]
-    db.execute("INSERT INTO links (account_id, code, url) VALUES ($1, $2, 'https://example.com/')",
-               account_id, taken)
+    db.execute(
+        "INSERT INTO links (account_id, code, url) VALUES ($1, $2, 'https://example.com/')",
+        account_id,
+        taken,
+    )
     fresh = f"fr{who.key_id:05d}"[-7:]
     offered = iter([taken, fresh])
 
@@ -236,7 +275,11 @@ def test_generated_code_collisions_are_retried(
         pool = await asyncpg.create_pool(stores.database_url, min_size=1, max_size=1)
         try:
             generated = await insert_links(
-                pool, account_id, [NewLink(url="https://example.com/a")], frozenset(), lambda _: next(offered)
+                pool,
+                account_id,
+                [NewLink(url="https://example.com/a")],
+                frozenset(),
+                lambda _: next(offered),
             )
             custom = await insert_links(
                 pool, account_id, [NewLink(url="https://example.com/b", code=taken)], frozenset()

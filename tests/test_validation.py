@@ -111,10 +111,18 @@ def test_bad_codes(code: object, says: str) -> None:
 
 
 def test_expires_at_accepts_rfc3339_only() -> None:
-    assert validation.expires_at("2030-01-02T03:04:05Z") == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert validation.expires_at("2030-01-02T03:04:05Z") == datetime(
+        2030, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
     parsed = validation.expires_at("2030-01-02t03:04:05.123456789+02:00")
     assert parsed.utcoffset() is not None and parsed.microsecond == 123456
-    for bad in ["2030-01-02", "2030-01-02T03:04:05", "tomorrow", "2030-13-40T00:00:00Z", 1893456000]:
+    for bad in [
+        "2030-01-02",
+        "2030-01-02T03:04:05",
+        "tomorrow",
+        "2030-13-40T00:00:00Z",
+        1893456000,
+    ]:
         with pytest.raises(Problem):
             validation.expires_at(bad)
 

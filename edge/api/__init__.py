@@ -36,7 +36,10 @@ def api_routes(resources: Any, reserved: frozenset[str]) -> list[Route]:
     async def openapi_json(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
-    return [*LinkRoutes(resources, reserved).routes(), Route("/openapi.json", openapi_json, methods=["GET"])]
+    return [
+        *LinkRoutes(resources, reserved).routes(),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
 
 
 def build_api(resources: Any, reserved: frozenset[str]) -> Starlette:

@@ -85,7 +85,9 @@ def _bearer(scope: Scope) -> str | None:
 class AuthMiddleware:
     """401 unless a live key is presented; paths in ``public`` (relative to the mount) are open."""
 
-    def __init__(self, app: ASGIApp, pg: asyncpg.Pool, public: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, app: ASGIApp, pg: asyncpg.Pool, public: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.pg = pg
         self.public = public
@@ -102,12 +104,18 @@ class AuthMiddleware:
                 if token is None
                 else "the Authorization header must be 'Bearer lk_...'"
             )
-            await Problem(401, detail, headers=_CHALLENGE).response(scope["path"])(scope, receive, send)
+            await Problem(401, detail, headers=_CHALLENGE).response(scope["path"])(
+                scope, receive, send
+            )
             return
         key = await self._lookup(token)
         if key is None:
-            detail = "the API key is invalid or revoked; create a new one with 'linkedge create-key'"
-            await Problem(401, detail, headers=_INVALID).response(scope["path"])(scope, receive, send)
+            detail = (
+                "the API key is invalid or revoked; create a new one with 'linkedge create-key'"
+            )
+            await Problem(401, detail, headers=_INVALID).response(scope["path"])(
+                scope, receive, send
+            )
             return
         scope[SCOPE_KEY] = key
         await self.app(scope, receive, send)

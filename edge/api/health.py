@@ -41,7 +41,7 @@ class HealthRoutes:
     async def _check(self, probe: Any) -> str | None:
         try:
             await asyncio.wait_for(probe, PROBE_TIMEOUT_S)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None
 
@@ -50,16 +50,20 @@ class HealthRoutes:
             self._check(self.resources.redis.ping()),
             self._check(self.resources.pg.fetchval("SELECT 1")),
         )
-        down = {name: error for name, error in (("redis", redis_error), ("postgres", pg_error)) if error}
+        down = {
+            name: error for name, error in (("redis", redis_error), ("postgres", pg_error)) if error
+        }
         if down:
-            detail = "not ready: " + "; ".join(f"{name} is down ({error})" for name, error in down.items())
+            detail = "not ready: " + "; ".join(
+                f"{name} is down ({error})" for name, error in down.items()
+            )
             return Problem(503, detail, headers={"Retry-After": "1"}).response(request.url.path)
         return Response(_OK, media_type="application/json")
 
     async def metrics(self, request: Request) -> Response:
         if self.multiproc_dir:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiproc_dir)
+            MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
             output = generate_latest(registry)
         else:
             output = generate_latest(REGISTRY)

@@ -57,7 +57,8 @@ async def json_body(request: Request) -> Any:
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise Problem(
             415,
-            f"send the body as JSON with Content-Type: application/json (got {media_type or 'none'!r})",
+            "send the body as JSON with Content-Type: application/json "
+            f"(got {media_type or 'none'!r})",
         )
     raw = await request.body()
     try:
@@ -71,12 +72,12 @@ async def json_body(request: Request) -> Any:
 
 
 def _check_fields(
-    body: object, allowed: tuple[str, ...], prefix: str = ""
+    body: object, allowed: tuple[str, ...]
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     if not isinstance(body, dict):
-        return {}, [{"field": prefix.rstrip(".") or "body", "message": "must be a JSON object"}]
+        return {}, [{"field": "body", "message": "must be a JSON object"}]
     errors = [
-        {"field": prefix + str(name), "message": f"unknown field; allowed: {', '.join(allowed)}"}
+        {"field": str(name)[:64], "message": f"unknown field; allowed: {', '.join(allowed)}"}
         for name in body
         if name not in allowed
     ]
@@ -84,7 +85,7 @@ def _check_fields(
 
 
 def _collect(
-    body: dict[str, Any], checkers: dict[str, Callable[[object], Any]], prefix: str
+    body: dict[str, Any], checkers: dict[str, Callable[[object], Any]]
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     values: dict[str, Any] = {}
     errors: list[dict[str, str]] = []
@@ -94,7 +95,7 @@ def _collect(
         try:
             values[name] = check(body[name])
         except Problem as problem:
-            errors.extend({"field": prefix + e["field"], "message": e["message"]} for e in problem.errors)
+            errors.extend(problem.errors)
     return values, errors
 
 
@@ -104,13 +105,13 @@ def _raise(errors: list[dict[str, str]]) -> None:
         raise Problem(422, summary, errors=errors)
 
 
-def new_link(body: object, reserved: frozenset[str], prefix: str = "") -> NewLink:
+def new_link(body: object, reserved: frozenset[str]) -> NewLink:
     """A create request; raises a 422 ``Problem`` listing every field at fault."""
-    fields, errors = _check_fields(body, CREATE_FIELDS, prefix)
+    fields, errors = _check_fields(body, CREATE_FIELDS)
     if isinstance(body, dict) and "url" not in body:
-        errors.append({"field": prefix + "url", "message": "is required"})
+        errors.append({"field": "url", "message": "is required"})
     checkers = dict(_EDITABLE, code=lambda value: validation.custom_code(value, reserved))
-    values, field_errors = _collect(fields, checkers, prefix)
+    values, field_errors = _collect(fields, checkers)
     _raise(errors + field_errors)
     return NewLink(**values)
 
@@ -120,11 +121,15 @@ def link_patch(body: object) -> dict[str, Any]:
     fields, errors = _check_fields(body, PATCH_FIELDS)
     if "code" in fields:
         errors = [e for e in errors if e["field"] != "code"]
-        errors.append({"field": "code", "message": "a code never changes; create a new link instead"})
-    values, field_errors = _collect(fields, _EDITABLE, "")
+        errors.append(
+            {"field": "code", "message": "a code never changes; create a new link instead"}
+        )
+    values, field_errors = _collect(fields, _EDITABLE)
     errors += field_errors
     if not errors and not values:
-        errors.append({"field": "body", "message": f"give at least one of {', '.join(PATCH_FIELDS)}"})
+        errors.append(
+            {"field": "body", "message": f"give at least one of {', '.join(PATCH_FIELDS)}"}
+        )
     _raise(errors)
     return values
 
@@ -136,7 +141,9 @@ def bulk_items(body: object) -> list[Any]:
     if not errors and not isinstance(items, list):
         errors.append({"field": "links", "message": "is required: a list of link objects"})
     elif not errors and not 1 <= len(items) <= MAX_BULK_ITEMS:  # type: ignore[arg-type]
-        errors.append({"field": "links", "message": f"give 1 to {MAX_BULK_ITEMS} links per request"})
+        errors.append(
+            {"field": "links", "message": f"give 1 to {MAX_BULK_ITEMS} links per request"}
+        )
     _raise(errors)
     assert isinstance(items, list)
     return items

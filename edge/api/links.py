@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, date, datetime, timedelta
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -42,7 +42,9 @@ def _timestamp(value: datetime | None) -> str | None:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def _not_found(code: str) -> Problem:
@@ -61,7 +63,9 @@ def decode_cursor(cursor: str) -> int:
             return int(last_id)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise invalid("cursor", "is not a cursor this API returned; pass next_cursor from the last page")
+    raise invalid(
+        "cursor", "is not a cursor this API returned; pass next_cursor from the last page"
+    )
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -204,7 +208,9 @@ class LinkRoutes:
         rows = await queries.list_links(self.pg, key.account_id, limit + 1, before_id, tag)
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1]["id"]) if len(rows) > limit else None
-        return json_response({"items": [self.link_json(row) for row in page], "next_cursor": next_cursor})
+        return json_response(
+            {"items": [self.link_json(row) for row in page], "next_cursor": next_cursor}
+        )
 
     async def stats(self, request: Request) -> Response:
         key = require(request, "stats:read")
@@ -224,7 +230,11 @@ class LinkRoutes:
                 "from": first.isoformat(),
                 "to": last.isoformat(),
                 "daily": [
-                    {"day": d["day"].isoformat(), "clicks": d["clicks"], "human_clicks": d["human_clicks"]}
+                    {
+                        "day": d["day"].isoformat(),
+                        "clicks": d["clicks"],
+                        "human_clicks": d["human_clicks"],
+                    }
                     for d in daily
                 ],
             }

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +35,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _SANE_REQUEST_ID.fullmatch(value):
-            return value.decode()
+            return bytes(value).decode()
     return uuid.uuid4().hex
 
 
@@ -72,14 +73,21 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = 499  # the client went away mid-request; nothing to answer
         except Exception as exc:
             if isinstance(exc, STORE_ERRORS):
                 log.warning("store unavailable: %r", exc, extra={"request_id": request_id})
-                problem = Problem(503, "a backing store is unavailable; retry shortly",
-                                  headers={"Retry-After": "1"})
+                problem = Problem(
+                    503,
+                    "a backing store is unavailable; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
             else:
                 log.exception("unexpected error", extra={"request_id": request_id})
-                problem = Problem(500, f"unexpected error; quote request id {request_id} when reporting it")
+                problem = Problem(
+                    500, f"unexpected error; quote request id {request_id} when reporting it"
+                )
             if not response_started:
                 await problem.response(scope["path"])(scope, receive, send_with_id)
         finally:
@@ -90,7 +98,10 @@ class RequestContextMiddleware:
             API_LATENCY.labels(route=route).observe(elapsed)
             key = scope.get(SCOPE_KEY)
             log.info(
-                "%s %s %d", method, route, status,
+                "%s %s %d",
+                method,
+                route,
+                status,
                 extra={
                     "request_id": request_id,
                     "method": method,
@@ -112,8 +123,11 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> Problem:
-        return Problem(413, f"the request body is larger than {self.max_bytes} bytes; send less "
-                            "(bulk: at most 1000 links per request)")
+        return Problem(
+            413,
+            f"the request body is larger than {self.max_bytes} bytes; send less "
+            "(bulk: at most 1000 links per request)",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -25,8 +25,8 @@ CODE_LENGTH = 7
 CODE_ATTEMPTS = 5  # rounds of fresh codes for the items whose generated code was taken
 MAX_ID = 2**63 - 1
 
-_LINK_COLUMNS = """l.id, l.code, l.url, l.redirect_type, l.expires_at, l.expired_url, l.forward_query,
-    l.tags, l.disabled, l.created_at, l.updated_at"""
+_LINK_COLUMNS = """l.id, l.code, l.url, l.redirect_type, l.expires_at, l.expired_url,
+    l.forward_query, l.tags, l.disabled, l.created_at, l.updated_at"""
 _WITH_TOTALS = f"""{_LINK_COLUMNS}, COALESCE(t.clicks, 0) AS clicks,
     COALESCE(t.human_clicks, 0) AS human_clicks"""
 
@@ -64,7 +64,15 @@ LEFT JOIN link_daily_clicks c ON c.link_id = $1 AND c.day = d::date
 ORDER BY d"""
 
 # Columns PATCH may set; the statement is built from these names only.
-PATCHABLE = ("url", "redirect_type", "expires_at", "expired_url", "forward_query", "tags", "disabled")
+PATCHABLE = (
+    "url",
+    "redirect_type",
+    "expires_at",
+    "expired_url",
+    "forward_query",
+    "tags",
+    "disabled",
+)
 
 
 def generate_code(reserved: frozenset[str]) -> str:
@@ -119,7 +127,10 @@ async def insert_links(
         if not pending:
             break
         # In request order, so that ids (and list order) follow the order the client sent.
-        rows = [_row_json(code, links[index]) for code, index in sorted(pending.items(), key=lambda p: p[1])]
+        rows = [
+            _row_json(code, links[index])
+            for code, index in sorted(pending.items(), key=lambda p: p[1])
+        ]
         inserted = await pg.fetch(_INSERT, account_id, orjson.dumps(rows).decode())
         for row in inserted:
             results[pending.pop(row["code"])] = row
@@ -127,7 +138,8 @@ async def insert_links(
         for code, index in list(pending.items()):
             if links[index].code is not None:
                 results[index] = Problem(
-                    409, f"code {code!r} is taken; choose another, or omit code to get a generated one"
+                    409,
+                    f"code {code!r} is taken; choose another, or omit code to get a generated one",
                 )
         pending = {}
     for index in generated:
@@ -167,6 +179,8 @@ async def list_links(
     return list(await pg.fetch(_SELECT_PAGE, account_id, before_id or MAX_ID, tag, limit))
 
 
-async def daily_clicks(pg: asyncpg.Pool, link_id: int, first: date, last: date) -> list[asyncpg.Record]:
+async def daily_clicks(
+    pg: asyncpg.Pool, link_id: int, first: date, last: date
+) -> list[asyncpg.Record]:
     """One row per day from ``first`` to ``last``, zeros where nothing was counted."""
     return list(await pg.fetch(_DAILY, link_id, first, last))

@@ -54,7 +54,8 @@ if new_tat - now > tolerance then
   return {0, 0, math.ceil((new_tat - now - tolerance) / 1000), math.ceil((tat - now) / 1000)}
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, math.floor((tolerance - (new_tat - now)) / interval), 0, math.ceil((new_tat - now) / 1000)}
+local remaining = math.floor((tolerance - (new_tat - now)) / interval)
+return {1, remaining, 0, math.ceil((new_tat - now) / 1000)}
 """
 
 
@@ -67,7 +68,10 @@ class RateLimitMiddleware:
         self.interval_us = max(1, 60_000_000 // per_minute)
         self.capacity = max(1, burst)
         refill_s = math.ceil(self.capacity * self.interval_us / 1_000_000)
-        self.policy_header = (b"ratelimit-policy", f'"{POLICY}";q={self.capacity};w={refill_s}'.encode())
+        self.policy_header = (
+            b"ratelimit-policy",
+            f'"{POLICY}";q={self.capacity};w={refill_s}'.encode(),
+        )
         self._last_error_log = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,7 +97,9 @@ class RateLimitMiddleware:
                 f"this API key is over its rate limit of {self.capacity} requests at once and "
                 f"{60_000_000 // self.interval_us} per minute; retry in {retry_s} s"
             )
-            await Problem(429, detail, headers=headers).response(scope["path"])(scope, receive, send)
+            await Problem(429, detail, headers=headers).response(scope["path"])(
+                scope, receive, send
+            )
             return
         state = (b"ratelimit", f'"{POLICY}";r={remaining};t={reset_s}'.encode())
 
@@ -110,7 +116,7 @@ class RateLimitMiddleware:
                 self.script(keys=[keys.rate_limit(key_id)], args=[self.interval_us, self.capacity]),
                 REDIS_TIMEOUT_S,
             )
-        except Exception as exc:  # fail open: any Redis failure lets the request through
+        except Exception as exc:  # noqa: BLE001 - fail open: any Redis failure lets it through
             RATE_LIMIT_ERRORS.inc()
             now = time.monotonic()
             if now - self._last_error_log > 10:

@@ -33,9 +33,7 @@ MAX_TAG_LENGTH = 64
 REDIRECT_TYPES = (301, 302, 307, 308)
 
 _ASCII_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 # Characters refused anywhere in a target or tag: controls, format characters, every kind of space.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
@@ -63,7 +61,9 @@ def _normalise_host(host: str, field: str) -> str:
         try:
             host = idna.encode(host, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
-            raise invalid(field, f"host is not a valid internationalised domain name ({exc})") from None
+            raise invalid(
+                field, f"host is not a valid internationalised domain name ({exc})"
+            ) from None
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if len(host) > 253 or not all(_ASCII_LABEL.fullmatch(label) for label in labels):
         raise invalid(field, f"{host!r} is not a valid host name")
@@ -75,7 +75,9 @@ def target_url(value: object, field: str = "url") -> str:
     if not isinstance(value, str):
         raise invalid(field, "must be a string holding an http or https URL")
     if len(value) > MAX_URL_LENGTH:
-        raise invalid(field, f"is {len(value)} characters long; at most {MAX_URL_LENGTH} are allowed")
+        raise invalid(
+            field, f"is {len(value)} characters long; at most {MAX_URL_LENGTH} are allowed"
+        )
     if _has_refused_char(value):
         raise invalid(
             field, "must not contain whitespace or control characters; percent-encode them (%20)"
@@ -87,7 +89,9 @@ def target_url(value: object, field: str = "url") -> str:
     scheme = parts.scheme.lower()
     if scheme not in {"http", "https"}:
         shown = f"{scheme!r}" if scheme else "none"
-        raise invalid(field, f"scheme must be http or https (got {shown}), e.g. https://example.com/page")
+        raise invalid(
+            field, f"scheme must be http or https (got {shown}), e.g. https://example.com/page"
+        )
     if "@" in parts.netloc:
         raise invalid(field, "must not contain user information (user:password@); put it elsewhere")
     if "\\" in parts.netloc or "%" in parts.netloc:
@@ -108,7 +112,9 @@ def target_url(value: object, field: str = "url") -> str:
     if parts.fragment:
         result += "#" + _encode_non_ascii(parts.fragment)
     if len(result) > MAX_URL_LENGTH:
-        raise invalid(field, f"is {len(result)} characters long once encoded; at most {MAX_URL_LENGTH}")
+        raise invalid(
+            field, f"is {len(result)} characters long once encoded; at most {MAX_URL_LENGTH}"
+        )
     return result
 
 

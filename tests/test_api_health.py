@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from types import SimpleNamespace
 
+import asyncpg
 import httpx
 import orjson
+import redis.asyncio as aioredis
 
-from tests.conftest import Account, Edge
+from edge.api import build_api
+from linkedge.settings import Settings
+from tests.conftest import Account, Edge, Stores, run
 
 API = "/api/v1"
 
@@ -66,3 +71,44 @@ def test_one_json_log_line_per_api_request(
     assert (mine[0]["route"], mine[0]["status"], mine[0]["method"]) == ("/api/v1/links", 200, "GET")
     assert mine[0]["key_id"] == who.key_id and mine[0]["level"] == "info"
     assert not [line for line in lines if "nosuchcode" in str(line)], "a redirect was logged"
+
+
+class NullLinkStore:
+    """Stands in for edge.linkstore.LinkStore where no redirect cache exists (in-process app)."""
+
+    async def invalidate(self, code: str) -> None:
+        pass
+
+    async def invalidate_many(self, codes: list[str]) -> None:
+        pass
+
+
+def test_postgres_down_is_503_not_500(stores: Stores, account: Callable[..., Account]) -> None:
+    """The API app in-process, over a Postgres pool that is closed: problems say 503."""
+    who = account()
+
+    async def go() -> list[httpx.Response]:
+        pool = await asyncpg.create_pool(stores.database_url, min_size=1, max_size=1)
+        await pool.close()
+        redis = aioredis.Redis.from_url(stores.redis_url)
+        resources = SimpleNamespace(
+            settings=Settings(), pg=pool, redis=redis, links=NullLinkStore()
+        )
+        app = build_api(resources, frozenset({"api"}))
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://api"
+            ) as client:
+                return [
+                    await client.get(f"{API}/links", headers=who.headers),
+                    await client.get("/readyz"),
+                ]
+        finally:
+            await redis.aclose()
+
+    listed, ready = run(go())
+    assert listed.status_code == 503, listed.text
+    assert listed.headers["content-type"] == "application/problem+json"
+    assert "retry" in listed.json()["detail"]
+    assert ready.status_code == 503 and "postgres" in ready.json()["detail"]
+    assert "redis" not in ready.json()["detail"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -20,7 +21,9 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["type"].startswith("https://") and body["title"] and body["detail"]
-    assert body["instance"] == response.request.url.path
+    assert unquote(body["instance"]) == unquote(
+        response.request.url.raw_path.decode().split("?")[0]
+    )
     return body
 
 
@@ -186,6 +189,12 @@ def test_unknown_codes_routes_and_methods(
     assert_problem(edge.delete(f"{API}/links/nosuchcode", headers=who.headers), 404)
     assert_problem(edge.get(f"{API}/links/nosuchcode/stats", headers=who.headers), 404)
     assert_problem(edge.get(f"{API}/nothing-here", headers=who.headers), 404)
+    for raw_code in ["%ff", "%00", "a%0d%0ab", "%e2%80%ae", "x" * 65]:
+        for suffix in ("", "/stats"):
+            response = edge.get(f"{API}/links/{raw_code}{suffix}", headers=who.headers)
+            assert response.status_code == 404
+            instance = response.json()["instance"]
+            assert instance.isascii() and instance.isprintable() and " " not in instance
     assert_problem(edge.get("/no/such/path"), 404)
     not_allowed = assert_problem(edge.put(f"{API}/links/abc", headers=who.headers), 405)
     assert "PATCH" in not_allowed["detail"]
@@ -228,6 +237,8 @@ def test_bad_patches_change_nothing(
         {"limit": "0"},
         {"limit": "201"},
         {"limit": "ten"},
+        {"limit": "\u00b2"},
+        {"limit": "\u0663"},
         {"cursor": "garbage"},
         {"cursor": "djE6LTE"},
         {"tag": "x" * 65},

@@ -117,6 +117,7 @@ def test_expires_at_accepts_rfc3339_only() -> None:
     parsed = validation.expires_at("2030-01-02t03:04:05.123456789+02:00")
     assert parsed.utcoffset() is not None and parsed.microsecond == 123456
     for bad in [
+        "\u0662\u0660\u0663\u0660-01-02T03:04:05Z",
         "2030-01-02",
         "2030-01-02T03:04:05",
         "tomorrow",

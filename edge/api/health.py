@@ -63,7 +63,8 @@ class HealthRoutes:
     async def metrics(self, request: Request) -> Response:
         if self.multiproc_dir:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
+            collector = MultiProcessCollector  # untyped in prometheus-client
+            collector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
             output = generate_latest(registry)
         else:
             output = generate_latest(REGISTRY)

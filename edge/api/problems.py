@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import orjson
@@ -71,13 +72,13 @@ class Problem(Exception):
         self.headers = dict(headers or {})
 
     def body(self, instance: str) -> dict[str, Any]:
-        """The problem document; ``instance`` is the request path."""
+        """The problem document; ``instance`` is the request path (percent-encoded here)."""
         document: dict[str, Any] = {
             "type": TYPE_BASE + _TYPES.get(self.status, "error"),
             "title": TITLES.get(self.status, "Error"),
             "status": self.status,
             "detail": self.detail,
-            "instance": instance,
+            "instance": quote(instance, safe="/#"),
         }
         if self.errors:
             document["errors"] = self.errors

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
@@ -756,3 +759,65 @@ def _metric_total(exposition: str, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.startswith(name)
     )
+
+
+@pytest.mark.skipif(
+    not _recorder_wired(), reason="edge.resources does not build a ClickRecorder yet"
+)
+def test_sigterm_under_load_loses_no_served_click(
+    start_edge: Callable[..., Any], account: Callable[..., Any], db: Any, redis_client: Any
+) -> None:
+    """SIGTERM while clients are still sending: every redirect a client received is a click in
+    Redis, and the counters agree with the stream (a request cut off by the shutdown may or may
+    not have been served, so the stream may hold a few more than the clients saw)."""
+    account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", account().key_id)
+    code = "k" + uuid.uuid4().hex[:10]
+    link_id = db.fetchval(
+        "INSERT INTO links (account_id, code, url) VALUES ($1, $2, $3) RETURNING id",
+        account_id,
+        code,
+        "https://example.org/landing",
+    )
+    edge = start_edge(workers=2)
+    received, attempted = [0] * 4, [0] * 4
+    stop = threading.Event()
+
+    def hammer(slot: int) -> None:
+        with edge.client(headers={"user-agent": CHROME}) as client:
+            while not stop.is_set() and attempted[slot] < 2000:
+                attempted[slot] += 1
+                try:
+                    if client.get(f"/{code}").status_code == 302:
+                        received[slot] += 1
+                except httpx.HTTPError:
+                    return
+
+    threads = [threading.Thread(target=hammer, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while sum(received) < 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    edge.process.signal(signal.SIGTERM)
+    assert edge.process.stop() == 0
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    shards = Settings().click_shards
+    mine = [
+        e
+        for shard in range(shards)
+        for _id, fields in redis_client.xrange(keys.clicks_stream(shard))
+        if (e := decode(fields[b"e"])).link_id == link_id
+    ]
+    total = sum(
+        int(value)
+        for shard in range(shards)
+        for field, value in redis_client.hgetall(keys.counts(shard)).items()
+        if parse_counter_field(field)[0] == link_id
+    )
+    print(f"received {sum(received)} redirects, {len(mine)} clicks, {sum(attempted)} attempts")
+    assert sum(received) >= 200
+    assert sum(received) <= len(mine) <= sum(attempted)
+    assert len({e.id for e in mine}) == len(mine) == total

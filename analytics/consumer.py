@@ -65,7 +65,7 @@ class ShardLag:
 class StreamReader:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Any,  # redis.asyncio.Redis or RedisCluster: the same stream commands
         *,
         shards: int,
         consumer: str,

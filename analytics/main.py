@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -57,11 +58,14 @@ class Analytics:
     def __init__(self, settings: Settings, *, consumer: str | None = None) -> None:
         settings.require("redis_url", "clickhouse_url")
         self.settings = settings
+        self._redis_options: dict[str, Any] = {
+            "socket_timeout": max(5.0, settings.analytics_block_ms / 1000 + 5),
+            "socket_connect_timeout": 5,
+        }
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            settings.redis_url.get(),
-            socket_timeout=max(5.0, settings.analytics_block_ms / 1000 + 5),
-            socket_connect_timeout=5,
+            settings.redis_url.get(), **self._redis_options
         )
+        self._cluster: aioredis.RedisCluster | None = None
         self.reader = StreamReader(
             self.redis,
             shards=settings.click_shards,
@@ -87,6 +91,7 @@ class Analytics:
     async def tick(self) -> bool:
         if self._held is None:
             if not self._groups_ready:
+                await self._detect_cluster()
                 await self.reader.ensure_groups()
                 self._groups_ready = True
             entries = await self._take()
@@ -99,6 +104,19 @@ class Analytics:
         await self._commit(batch)
         self._held = None
         return len(batch.entries) + len(batch.dead) >= self.settings.analytics_batch_size // 2
+
+    async def _detect_cluster(self) -> None:
+        """On a Redis Cluster node, read through a cluster client (each shard is its own slot)."""
+        if self._cluster is not None:
+            return
+        info = await self.redis.info("cluster")
+        if info.get("cluster_enabled"):
+            self._cluster = aioredis.RedisCluster.from_url(
+                self.settings.redis_url.get(), **self._redis_options
+            )
+            self.reader.redis = self._cluster
+            self.reader.cluster = True
+            log.info("Redis Cluster detected: reading each shard stream on its own slot")
 
     async def _take(self) -> list[Entry]:
         now = time.monotonic()
@@ -199,10 +217,10 @@ class Analytics:
         if self._maintenance is not None:
             await asyncio.gather(self._maintenance, return_exceptions=True)
         await self.server.close()
-        try:
-            await self.redis.aclose()
-        except (aioredis.RedisError, OSError):
-            pass
+        for client in (self.redis, self._cluster):
+            if client is not None:
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await client.aclose()
         await asyncio.to_thread(self.writer.close)
 
     def summary(self) -> dict[str, Any]:

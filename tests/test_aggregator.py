@@ -550,6 +550,12 @@ def test_redis_outage_waits(
         server.stop()
 
 
+BROWSER = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+}
+
+
 def edge_wires_null_recorder() -> bool:
     """True while ``edge/resources.py`` still hands the redirect path its null click recorder."""
     from edge import resources
@@ -588,7 +594,7 @@ def test_redirects_through_the_edge_land_in_postgres_exactly(
                 assert client.head(f"/{code}").status_code == 302
                 served[(code, True)] += 1
             else:
-                assert client.get(f"/{code}").status_code == 302
+                assert client.get(f"/{code}", headers=BROWSER).status_code == 302
                 served[(code, False)] += 1
     assert edge.process.stop() == 0  # graceful: every click is flushed to Redis
 
@@ -601,3 +607,6 @@ def test_redirects_through_the_edge_land_in_postgres_exactly(
             link = client.get(f"/api/v1/links/{code}", headers=who.headers).json()
             human, bot = served[(code, False)], served[(code, True)]
             assert (link["clicks"], link["human_clicks"]) == (human + bot, human)
+            stats = client.get(f"/api/v1/links/{code}/stats", headers=who.headers).json()
+            daily = [(d["clicks"], d["human_clicks"]) for d in stats["daily"] if d["clicks"]]
+            assert tuple(map(sum, zip(*daily, strict=True))) == (human + bot, human)

@@ -35,6 +35,10 @@ def counts_snapshot(shard: int) -> str:
 def counts_batch(shard: int) -> str:
     return f"{PREFIX}:{shard_tag(shard)}:counts:batch"
 
+# Malformed counter fields the aggregator set aside (field -> count), for a human to inspect.
+def counts_bad(shard: int) -> str:
+    return f"{PREFIX}:{shard_tag(shard)}:counts:bad"
+
 # The click events (one stream entry per click), consumed by analytics.
 def clicks_stream(shard: int) -> str:
     return f"{PREFIX}:{shard_tag(shard)}:clicks"

@@ -55,11 +55,16 @@ class Entry:
 
 
 @dataclasses.dataclass(slots=True)
+class GroupLag:
+    undelivered: int = 0  # entries the group has not read yet (XINFO GROUPS "lag", Redis 7+)
+    pending: int = 0  # read by one of its consumers, not yet acknowledged
+    oldest_pending_age_s: float = 0.0
+
+
+@dataclasses.dataclass(slots=True)
 class ShardLag:
     length: int = 0
-    undelivered: int = 0  # entries the group has not read yet (Redis 7 XINFO GROUPS "lag")
-    pending: int = 0  # read by a consumer, not yet acknowledged
-    oldest_pending_age_s: float = 0.0
+    groups: dict[str, GroupLag] = dataclasses.field(default_factory=dict)
 
 
 class StreamReader:
@@ -201,22 +206,21 @@ class StreamReader:
         return removed
 
     async def lag(self) -> dict[int, ShardLag]:
+        """Per shard: stream length and, for every group on it, undelivered and pending entries."""
         now_ms = time.time() * 1000
         found: dict[int, ShardLag] = {}
         for stream, shard in self._streams.items():
-            lag = ShardLag(length=await self.redis.xlen(stream))
+            lag = found[shard] = ShardLag(length=await self.redis.xlen(stream))
             for info in await self.redis.xinfo_groups(stream):
-                if _text(info["name"]) != self.group:
-                    continue
-                lag.pending = int(info["pending"])
-                lag.undelivered = int(info.get("lag") or 0)
-                if lag.pending:
-                    summary = await self.redis.xpending(stream, self.group)
+                name = _text(info["name"])
+                group = lag.groups[name] = GroupLag(
+                    undelivered=int(info.get("lag") or 0), pending=int(info["pending"])
+                )
+                if group.pending:
+                    summary = await self.redis.xpending(stream, name)
                     if summary["min"] is not None:
-                        lag.oldest_pending_age_s = max(
-                            0.0, (now_ms - parse_id(summary["min"])[0]) / 1000
-                        )
-            found[shard] = lag
+                        age_ms = now_ms - parse_id(summary["min"])[0]
+                        group.oldest_pending_age_s = max(0.0, age_ms / 1000)
         return found
 
     async def forget_idle_consumers(self, idle_ms: int) -> int:

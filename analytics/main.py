@@ -196,11 +196,12 @@ class Analytics:
                 metrics.TRIMMED.inc(removed)
                 self.totals["trimmed"] += removed
                 for shard, lag in (await self.reader.lag()).items():
-                    label = str(shard)
-                    metrics.STREAM_LENGTH.labels(label).set(lag.length)
-                    metrics.UNDELIVERED.labels(label).set(lag.undelivered)
-                    metrics.PENDING.labels(label).set(lag.pending)
-                    metrics.OLDEST_PENDING_AGE.labels(label).set(lag.oldest_pending_age_s)
+                    metrics.STREAM_LENGTH.labels(str(shard)).set(lag.length)
+                    for name, group in lag.groups.items():
+                        labels = (str(shard), name)
+                        metrics.UNDELIVERED.labels(*labels).set(group.undelivered)
+                        metrics.PENDING.labels(*labels).set(group.pending)
+                        metrics.OLDEST_PENDING_AGE.labels(*labels).set(group.oldest_pending_age_s)
                 await self.reader.forget_idle_consumers(idle_consumer_ms)
             except (aioredis.RedisError, OSError) as exc:
                 log.debug("analytics maintenance skipped: %s", exc)

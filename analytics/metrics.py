@@ -38,18 +38,18 @@ STREAM_LENGTH = Gauge(
 )
 UNDELIVERED = Gauge(
     "linkedge_analytics_undelivered",
-    "Entries of the shard's stream not yet read by the analytics group",
-    ["shard"],
+    "Entries of the shard's clicks stream a consumer group has not read yet",
+    ["shard", "group"],
 )
 PENDING = Gauge(
     "linkedge_analytics_pending",
-    "Entries read by the analytics group and not yet acknowledged",
-    ["shard"],
+    "Entries a consumer group has read and not yet acknowledged",
+    ["shard", "group"],
 )
 OLDEST_PENDING_AGE = Gauge(
     "linkedge_analytics_oldest_pending_age_seconds",
-    "Age of the oldest unacknowledged entry of the shard (0 when none)",
-    ["shard"],
+    "Age of the oldest entry a consumer group has not acknowledged (0 when none)",
+    ["shard", "group"],
 )
 BUILD_INFO = Gauge("linkedge_analytics_build_info", "Build information", ["version"])
 BUILD_INFO.labels(version=__version__).set(1)

@@ -394,3 +394,6 @@ def test_trimming_keeps_whatever_a_group_has_not_acknowledged(
     # on may go, though analytics acknowledged all of `first`.
     assert kept == set(first_ids[40:] + second_ids + third_ids)
     assert analytics.metric("linkedge_analytics_trimmed_total") == 40
+    # Every group's lag is published, not just the analytics group's.
+    audit = 'linkedge_analytics_pending{group="audit",shard="0"}'
+    eventually(lambda: analytics.metric(audit) == 10, "the audit group's pending entries")

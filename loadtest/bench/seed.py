@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
+from edge.records import LinkRecord
 from linkedge import apikeys, keys
+from linkedge.settings import Settings
 from loadtest.bench.workload import code
 
 
@@ -83,3 +85,33 @@ async def trim_streams(url: str, shards: int) -> None:
             await client.xtrim(keys.clicks_stream(shard), maxlen=0)
     finally:
         await client.aclose()
+
+
+# The columns of a LinkRecord, as edge.linkstore reads them for one code.
+_RECORDS = """
+SELECT id, account_id, code, url, redirect_type,
+       EXTRACT(EPOCH FROM expires_at)::float8 AS expires_at,
+       expired_url, forward_query, disabled
+FROM links WHERE deleted_at IS NULL
+"""
+
+
+async def cache_in_redis(url: str, dsn: str) -> int:
+    """Write every link's record to Redis the way the edge writes one back after a Postgres read."""
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        rows = await conn.fetch(_RECORDS)
+    finally:
+        await conn.close()
+    ttl = Settings().redis_link_ttl_s
+    client = aioredis.Redis.from_url(url)
+    try:
+        for start in range(0, len(rows), 5000):
+            async with client.pipeline(transaction=False) as pipe:
+                for row in rows[start : start + 5000]:
+                    record = LinkRecord(**dict(row))
+                    pipe.set(keys.link(record.code), record.to_json(), ex=ttl)
+                await pipe.execute()
+    finally:
+        await client.aclose()
+    return len(rows)

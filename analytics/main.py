@@ -119,6 +119,14 @@ class Analytics:
             log.info("Redis Cluster detected: reading each shard stream on its own slot")
 
     async def _take(self) -> list[Entry]:
+        try:
+            return await self._claim_or_read()
+        except aioredis.ResponseError:
+            # NOGROUP: the stream or group vanished (Redis restarted empty); recreate them.
+            self._groups_ready = False
+            raise
+
+    async def _claim_or_read(self) -> list[Entry]:
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + max(1.0, self.settings.analytics_claim_idle_ms / 2000)
@@ -126,19 +134,9 @@ class Analytics:
             if claimed:
                 metrics.CLAIMED.inc(len(claimed))
                 self.totals["claimed"] += len(claimed)
-                log.info(
-                    "claimed %d entries from idle consumers",
-                    len(claimed),
-                    extra={"claimed": len(claimed)},
-                )
+                log.info("claimed %d entries from idle consumers", len(claimed))
                 return claimed
-        try:
-            return await self.reader.read()
-        except aioredis.ResponseError:
-            self._groups_ready = (
-                False  # the stream or group vanished (Redis restarted empty): recreate
-            )
-            raise
+        return await self.reader.read()
 
     def _prepare(self, entries: list[Entry]) -> Batch:
         good: list[Entry] = []

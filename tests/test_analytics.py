@@ -397,3 +397,19 @@ def test_trimming_keeps_whatever_a_group_has_not_acknowledged(
     # Every group's lag is published, not just the analytics group's.
     audit = 'linkedge_analytics_pending{group="audit",shard="0"}'
     eventually(lambda: analytics.metric(audit) == 10, "the audit group's pending entries")
+
+
+def test_redis_emptied_under_it_groups_are_recreated(
+    rds: redis.Redis, start_analytics: Callable[..., Analytics]
+) -> None:
+    """A Redis restarted without its data loses streams and groups; analytics makes them again."""
+    before = make_clicks(link_ids(1), 50)
+    produce(rds, before)
+    analytics = start_analytics()
+    eventually(drained(rds, analytics, before), "first clicks in ClickHouse")
+    rds.flushall()
+    after = make_clicks(link_ids(1), 50)
+    eventually(lambda: rds.exists(keys.clicks_stream(0)) == 1, "streams and groups recreated")
+    produce(rds, after)
+    eventually(drained(rds, analytics, before + after), "clicks after the flush in ClickHouse")
+    assert_exact(analytics, before + after)

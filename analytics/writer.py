@@ -5,7 +5,9 @@ How a replayed click is kept from counting twice (the two mechanisms, and what e
 1. ``insert_deduplication_token`` (derived from the batch's stream entry ids). ClickHouse remembers
    the tokens of the last ``non_replicated_deduplication_window`` (1000) inserts of a table and
    skips an insert whose token it has seen: the whole block, in ``clicks`` and in the materialized
-   view's ``clicks_hourly`` alike (checked on chdb 26.9). This covers the common replay: a batch
+   view's ``clicks_hourly`` alike (checked on chdb 26.9; a non-replicated MergeTree ignores the
+   token unless the table sets ``non_replicated_deduplication_window``, which defaults to 0, so
+   the schema sets it on both tables). This covers the common replay: a batch
    inserted, then the process died (or Redis failed) before XACK, and the same entries come back as
    the same batch. It does not cover a replay composed differently (entries claimed by another
    consumer, a batch boundary that moved) nor one older than the window.
@@ -117,7 +119,11 @@ class ClickHouseWriter:
             "clicks",
             rows,
             column_names=list(COLUMNS),
-            settings={"insert_deduplication_token": token},
+            settings={
+                "insert_deduplication_token": token,
+                # Default on recent servers, off on older ones: the view skips what the table skips.
+                "deduplicate_blocks_in_dependent_materialized_views": 1,
+            },
         )
 
     def ping(self) -> bool:

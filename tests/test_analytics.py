@@ -307,7 +307,7 @@ def _pending_of(client: redis.Redis) -> dict[str, int]:
 def test_consumer_killed_mid_batch_loses_and_duplicates_nothing(
     rds: redis.Redis, start_analytics: Callable[..., Analytics]
 ) -> None:
-    clicks = make_clicks(link_ids(3), 8000)
+    clicks = make_clicks(link_ids(3), 5000)
     produce(rds, clicks)
     env = {"ANALYTICS_BATCH_SIZE": "200", "ANALYTICS_CLAIM_IDLE_MS": "1000"}
     first = start_analytics(**env)

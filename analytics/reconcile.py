@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import logging
 import sys
 from collections import Counter
 from typing import Any, TextIO
@@ -258,6 +259,7 @@ async def reconcile(settings: Settings, days: int, out: TextIO = sys.stdout) -> 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     settings.require("redis_url", "database_url", "clickhouse_url")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request on our output
     try:
         return asyncio.run(reconcile(settings, args.days))
     except (ReconcileError, OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:

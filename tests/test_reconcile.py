@@ -171,6 +171,11 @@ def test_reconcile_in_sync_in_flight_and_tampered(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "differ only by clicks still in flight" in result.stdout
 
+    # ANALYTICS_URL pointing at nothing: a clear error and exit 2, not a verdict.
+    result = reconcile(stores, own_redis, own_pg, clickhouse, analytics.url)
+    assert result.returncode == 2 and "did not answer" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
 
 def edge_records_clicks() -> bool:
     """False while ``edge/resources.py`` still hands the redirect path its null click recorder."""

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from linkedge.serve import KILL_TIMEOUT_S
 from linkedge.settings import Settings
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency")
@@ -229,7 +230,10 @@ def test_edge_scales_keeps_capacity_and_drains_gracefully() -> None:
     (container,) = spec["containers"]
     assert {"name": "EDGE_WORKERS", "value": "4"} in container["env"]
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert spec["terminationGracePeriodSeconds"] > pre_stop + 30, "room for the kill timeout and a click flush"
+    # Granian kills workers still running KILL_TIMEOUT_S after SIGTERM; the kubelet must not
+    # SIGKILL before that, plus a few seconds for the workers' last click flush.
+    for grace in (spec["terminationGracePeriodSeconds"], _edge_grace(render())):
+        assert grace >= pre_stop + KILL_TIMEOUT_S + 5
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     configmap = one(docs, "ConfigMap", "linkedge")
     assert mounts["spool"] == configmap["data"]["CLICK_SPOOL_DIR"]
@@ -238,6 +242,27 @@ def test_edge_scales_keeps_capacity_and_drains_gracefully() -> None:
     fixed = render({"edge": {"autoscaling": {"enabled": False}, "replicas": 4}})
     assert one(fixed, "Deployment", "linkedge-edge")["spec"]["replicas"] == 4
     assert find(fixed, "HorizontalPodAutoscaler") == []
+
+
+def _edge_grace(docs: list[dict[str, Any]]) -> int:
+    return int(one(docs, "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+
+def _env(docs: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
+    (container,) = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_visitor_salt_secret_reaches_analytics_only_through_a_secret() -> None:
+    assert "VISITOR_SALT_SECRET" not in _env(render(), "linkedge-analytics")
+    docs = render({"analytics": {"visitorSaltSecret": "s3cret"}})
+    ref = _env(docs, "linkedge-analytics")["VISITOR_SALT_SECRET"]["valueFrom"]["secretKeyRef"]
+    (secret,) = [d for d in find(docs, "Secret") if d["metadata"]["name"] == ref["name"]]
+    assert secret["stringData"][ref["key"]] == "s3cret"
+    assert "s3cret" not in yaml.safe_dump(one(docs, "ConfigMap", "linkedge"))
+    assert "VISITOR_SALT_SECRET" not in _env(docs, "linkedge-edge")
+    ref = _env(render(PRODUCTION), "linkedge-analytics")["VISITOR_SALT_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "linkedge-stores", "key": "visitor-salt-secret", "optional": True}
 
 
 def test_existing_secret_replaces_the_charts_secret() -> None:

@@ -67,6 +67,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       key: {{ ternary "CLICKHOUSE_URL" $keys.clickhouseUrl $own }}
 {{- end -}}
 
+{{/* VISITOR_SALT_SECRET for analytics, when there is one to give. */}}
+{{- define "linkedge.visitorSaltEnv" -}}
+{{- if .Values.stores.existingSecret.name }}
+- name: VISITOR_SALT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.stores.existingSecret.name }}
+      key: {{ .Values.stores.existingSecret.keys.visitorSaltSecret }}
+      optional: true
+{{- else if .Values.analytics.visitorSaltSecret }}
+- name: VISITOR_SALT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "linkedge.storesSecretName" . }}
+      key: VISITOR_SALT_SECRET
+{{- end }}
+{{- end -}}
+
 {{/* Pod annotations shared by the Deployments: config checksum, scrape hints, the user's own. */}}
 {{- define "linkedge.podAnnotations" -}}
 {{- $root := .root -}}

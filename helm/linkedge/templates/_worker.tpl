@@ -58,6 +58,9 @@ spec:
                 name: {{ $fullname }}
           env:
             {{- include "linkedge.storeEnv" (dict "root" $root) | nindent 12 }}
+            {{- if eq .component "analytics" }}
+            {{- include "linkedge.visitorSaltEnv" $root | nindent 12 }}
+            {{- end }}
           {{- include "linkedge.probes" "http" | nindent 10 }}
           resources:
             {{- toYaml $values.resources | nindent 12 }}

@@ -1,0 +1,1 @@
+"""Analytics: click events from the Redis streams, enriched, into ClickHouse; reconciliation."""

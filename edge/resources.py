@@ -56,6 +56,16 @@ def _click_recorder(settings: Settings, redis: aioredis.Redis) -> Any:
     return NullClickRecorder()
 
 
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if a library swallowed the first one
+    (redis-py's timed reads can lose a cancellation that lands as their timeout fires)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.2)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
+
+
 @dataclasses.dataclass(eq=False)
 class Resources:
     settings: Settings
@@ -71,8 +81,8 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         settings.require("redis_url", "database_url")
-        redis = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(
+        redis = aioredis.Redis.from_pool(  # from_pool: the client owns the pool and closes it
+            aioredis.BlockingConnectionPool.from_url(
                 settings.redis_url.get(),
                 max_connections=REDIS_MAX_CONNECTIONS,
                 timeout=REDIS_TIMEOUT_S,
@@ -141,8 +151,7 @@ class Resources:
             await self.clicks.close()
         finally:
             for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+                await _stop(task)
             await self.links.close()
             self._run_periodic()
             try:

@@ -1,4 +1,4 @@
-"""Gunicorn serving the edge app: the alternative to Granian (``linkedge edge``), same app, same env.
+"""Gunicorn serving the edge app: the alternative to Granian (``linkedge edge``), same app and env.
 
     gunicorn -c gunicorn.conf.py
 
@@ -34,7 +34,11 @@ asgi_loop = "uvloop"
 # The edge opens its pools in the lifespan: a startup failure must stop gunicorn, not serve 500s.
 asgi_lifespan = "on"
 
-bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"]
+bind = [
+    f"[{_settings.host}]:{_settings.port}"
+    if ":" in _settings.host
+    else f"{_settings.host}:{_settings.port}"
+]
 workers = _settings.workers
 # A redirect is a few microseconds of work: the Kubernetes Service or the proxy in front keeps
 # connections open, so keep-alive a little longer than the usual 2 s of a proxy's idle pool.
@@ -49,7 +53,7 @@ loglevel = _settings.log_level.lower()
 accesslog = None  # no per-request log line on the redirect path
 errorlog = "-"
 # gunicorn 25.1+ opens a control socket under $HOME by default: two servers on one machine would
-# share it, and a read-only root filesystem has no $HOME to write. linkedge needs no runtime control.
+# share it, and a read-only root filesystem has no $HOME to write. linkedge needs no such control.
 control_socket_disable = True
 
 # Prometheus multiprocess mode: every worker writes its samples to files in this directory, the

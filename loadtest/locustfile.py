@@ -37,20 +37,38 @@ log = logging.getLogger("linkedge.loadtest")
 @events.init_command_line_parser.add_listener
 def add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("linkedge")
-    group.add_argument("--codes-file", default=str(DEFAULT_CODES_FILE), help="short codes, one a line, most popular first (loadtest/seed.py writes it)")
-    group.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent of code popularity (0: uniform)")
-    group.add_argument("--max-fail-ratio", type=float, default=0.01, help="fail the run above this ratio of failed requests")
-    group.add_argument("--max-p95-ms", type=float, default=500.0, help="fail the run when the overall 95th percentile is above this (ms)")
+    group.add_argument(
+        "--codes-file",
+        default=str(DEFAULT_CODES_FILE),
+        help="short codes, one a line, most popular first (loadtest/seed.py writes it)",
+    )
+    group.add_argument(
+        "--zipf-s", type=float, default=1.1, help="Zipf exponent of code popularity (0: uniform)"
+    )
+    group.add_argument(
+        "--max-fail-ratio",
+        type=float,
+        default=0.01,
+        help="fail the run above this ratio of failed requests",
+    )
+    group.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=500.0,
+        help="fail the run when the overall 95th percentile is above this (ms)",
+    )
 
 
 class Popularity:
-    """Codes ranked by popularity; rank k (from 1) is drawn with probability proportional to 1/k^s."""
+    """Codes ranked by popularity; rank k (from 1) is drawn in proportion to 1/k^s."""
 
     def __init__(self, codes: list[str], s: float) -> None:
         if not codes:
             raise ValueError("no codes to draw from")
         self.codes = codes
-        self.cum_weights = list(itertools.accumulate(1.0 / rank**s for rank in range(1, len(codes) + 1)))
+        self.cum_weights = list(
+            itertools.accumulate(1.0 / rank**s for rank in range(1, len(codes) + 1))
+        )
 
     @classmethod
     def from_file(cls, path: Path, s: float) -> Popularity:
@@ -91,7 +109,9 @@ class RedirectUser(FastHttpUser):
     def follow_short_link(self) -> None:
         assert popularity is not None
         code = popularity.draw()
-        with self.client.get(f"/{code}", name="/[code]", allow_redirects=False, catch_response=True) as resp:
+        with self.client.get(
+            f"/{code}", name="/[code]", allow_redirects=False, catch_response=True
+        ) as resp:
             if resp.status_code not in REDIRECT_STATUSES:
                 resp.failure(f"status {resp.status_code}, expected a redirect")
             elif not resp.headers.get("Location"):
@@ -101,7 +121,7 @@ class RedirectUser(FastHttpUser):
 
 
 class ApiUser(FastHttpUser):
-    """An API client managing its links. Keep it light: each key is rate limited (RATE_LIMIT_PER_MINUTE)."""
+    """An API client managing its links. Light: each key is rate limited (RATE_LIMIT_PER_MINUTE)."""
 
     host = DEFAULT_HOST
     # Exactly one, whatever --users says; the other users are visitors. One key, one client.
@@ -120,8 +140,13 @@ class ApiUser(FastHttpUser):
     @task(2)
     def create_link(self) -> None:
         body = {"url": f"https://example.com/loadtest/{uuid.uuid4().hex}", "tags": ["loadtest"]}
-        with self.client.post("/api/v1/links", json=body, headers=self.headers, name="/api/v1/links [create]",
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/api/v1/links",
+            json=body,
+            headers=self.headers,
+            name="/api/v1/links [create]",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 201:
                 resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
                 return
@@ -132,8 +157,12 @@ class ApiUser(FastHttpUser):
         if not self.codes:
             return
         code = random.choice(self.codes)
-        with self.client.get(f"/api/v1/links/{code}", headers=self.headers, name="/api/v1/links/[code]",
-                             catch_response=True) as resp:
+        with self.client.get(
+            f"/api/v1/links/{code}",
+            headers=self.headers,
+            name="/api/v1/links/[code]",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"status {resp.status_code}")
             elif resp.json()["code"] != code:
@@ -145,8 +174,14 @@ class ApiUser(FastHttpUser):
             return
         code = random.choice(self.codes)
         target = f"https://example.com/loadtest/edited/{uuid.uuid4().hex}"
-        with self.client.request("PATCH", f"/api/v1/links/{code}", json={"url": target}, headers=self.headers,
-                                 name="/api/v1/links/[code] [edit]", catch_response=True) as resp:
+        with self.client.request(
+            "PATCH",
+            f"/api/v1/links/{code}",
+            json={"url": target},
+            headers=self.headers,
+            name="/api/v1/links/[code] [edit]",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"status {resp.status_code}")
             elif resp.json()["url"] != target:
@@ -154,8 +189,12 @@ class ApiUser(FastHttpUser):
 
     @task(1)
     def list_links(self) -> None:
-        with self.client.get("/api/v1/links?limit=20&tag=loadtest", headers=self.headers, name="/api/v1/links [list]",
-                             catch_response=True) as resp:
+        with self.client.get(
+            "/api/v1/links?limit=20&tag=loadtest",
+            headers=self.headers,
+            name="/api/v1/links [list]",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"status {resp.status_code}")
 
@@ -178,5 +217,10 @@ def check_thresholds(environment: Environment, **_: Any) -> None:
         log.error("threshold: 95th percentile %.0f ms > %.0f ms", p95, options.max_p95_ms)
         environment.process_exit_code = 1
     else:
-        log.info("thresholds met: %d requests, failure ratio %.4f, p95 %.0f ms", total.num_requests, total.fail_ratio, p95)
+        log.info(
+            "thresholds met: %d requests, failure ratio %.4f, p95 %.0f ms",
+            total.num_requests,
+            total.fail_ratio,
+            p95,
+        )
         environment.process_exit_code = 0

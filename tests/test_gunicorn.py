@@ -1,4 +1,4 @@
-"""gunicorn.conf.py serves the same edge app with gunicorn's ASGI worker, metrics in multiprocess mode."""
+"""gunicorn.conf.py serves the edge app with gunicorn's ASGI worker, multiprocess metrics."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Account, Db, Process, Stores, wait_http
 
 from linkedge.embedded import free_port
-from conftest import Account, Db, Process, Stores, wait_http
 
 pytest.importorskip("gunicorn", reason="gunicorn is a dev dependency: pip install -e '.[dev]'")
 
@@ -30,7 +30,9 @@ class Gunicorn:
         return {int(pid) for pid in children.split()}
 
 
-def _wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0, log: Path | None = None) -> None:
+def _wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 20.0, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -46,15 +48,26 @@ def gunicorn(stores: Stores, tmp_path: Path) -> Iterator[Gunicorn]:
     metrics_dir = tmp_path / "prom"
     metrics_dir.mkdir()
     (metrics_dir / "counter_12345.db").write_bytes(b"stale")  # left by an earlier run: must go
-    env = stores.env(PORT=str(port), EDGE_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), LOG_LEVEL="INFO")
-    process = Process([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], env, tmp_path / "gunicorn.log")
+    env = stores.env(
+        PORT=str(port),
+        EDGE_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        LOG_LEVEL="INFO",
+    )
+    process = Process(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], env, tmp_path / "gunicorn.log"
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", process)
         # One worker answering is not all of them: a SIGTERM that reaches a worker still booting
-        # is lost (gunicorn installs the worker's handlers late) and costs the whole graceful_timeout.
-        _wait_until(lambda: process.log.read_text().count("ASGI server listening") >= 2, "both workers up",
-                    timeout=60, log=process.log)
+        # is lost (gunicorn installs the worker's handlers late) and costs all of graceful_timeout.
+        _wait_until(
+            lambda: process.log.read_text().count("ASGI server listening") >= 2,
+            "both workers up",
+            timeout=60,
+            log=process.log,
+        )
         yield Gunicorn(process, url, metrics_dir)
     finally:
         process.stop()
@@ -64,12 +77,16 @@ def _insert_link(db: Db, owner: Account, url: str) -> str:
     code = f"g{uuid.uuid4().hex[:10]}"
     db.execute(
         "INSERT INTO links (account_id, code, url) SELECT id, $2, $3 FROM accounts WHERE name = $1",
-        owner.name, code, url,
+        owner.name,
+        code,
+        url,
     )
     return code
 
 
-def test_gunicorn_serves_a_redirect(gunicorn: Gunicorn, db: Db, account: Callable[..., Account]) -> None:
+def test_gunicorn_serves_a_redirect(
+    gunicorn: Gunicorn, db: Db, account: Callable[..., Account]
+) -> None:
     code = _insert_link(db, account(), "https://example.com/from-gunicorn?x=1")
     with httpx.Client(base_url=gunicorn.url, follow_redirects=False, timeout=10) as client:
         response = client.get(f"/{code}")
@@ -94,10 +111,18 @@ def test_dead_worker_gauges_are_dropped_and_worker_replaced(gunicorn: Gunicorn) 
     _wait_until(live_file.exists, f"{live_file.name} written by the worker")
 
     os.kill(victim, signal.SIGKILL)
-    _wait_until(lambda: not live_file.exists(), "child_exit removed the dead worker's live gauge file")
-    _wait_until(lambda: len(gunicorn.worker_pids() - {victim}) == 2, "gunicorn started a replacement worker")
-    _wait_until(lambda: gunicorn.process.log.read_text().count("ASGI server listening") >= 3, "replacement up",
-                timeout=60, log=gunicorn.process.log)
+    _wait_until(
+        lambda: not live_file.exists(), "child_exit removed the dead worker's live gauge file"
+    )
+    _wait_until(
+        lambda: len(gunicorn.worker_pids() - {victim}) == 2, "gunicorn started a replacement worker"
+    )
+    _wait_until(
+        lambda: gunicorn.process.log.read_text().count("ASGI server listening") >= 3,
+        "replacement up",
+        timeout=60,
+        log=gunicorn.process.log,
+    )
     wait_http(f"{gunicorn.url}/healthz", gunicorn.process)
 
 

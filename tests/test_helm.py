@@ -15,7 +15,9 @@ from linkedge.serve import KILL_TIMEOUT_S
 from linkedge.settings import Settings
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency")
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is a dev dependency")
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate is a dev dependency"
+)
 
 CHART = Path(__file__).resolve().parent.parent / "helm" / "linkedge"
 PRODUCTION = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
@@ -35,7 +37,9 @@ def render(values: dict[str, Any] | None = None, **options: Any) -> list[dict[st
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    return [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -61,7 +65,9 @@ def test_lint_is_clean(values: dict[str, Any] | None) -> None:
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("upgrade", [False, True], ids=["install", "upgrade"])
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
-def test_every_manifest_validates_strictly(values: dict[str, Any] | None, upgrade: bool, kube_version: str) -> None:
+def test_every_manifest_validates_strictly(
+    values: dict[str, Any] | None, upgrade: bool, kube_version: str
+) -> None:
     docs = render(values, is_install=not upgrade, is_upgrade=upgrade)
     assert docs
     for doc in docs:
@@ -72,11 +78,23 @@ def test_every_manifest_validates_strictly(values: dict[str, Any] | None, upgrad
 
 def test_default_values_render_the_whole_application() -> None:
     kinds = sorted(d["kind"] for d in render())
-    assert kinds == sorted([
-        "ConfigMap", "Secret", "Secret", "ServiceAccount",
-        "Deployment", "Deployment", "Deployment", "Service", "Service", "Service",
-        "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job",
-    ])
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Secret",
+            "Secret",
+            "ServiceAccount",
+            "Deployment",
+            "Deployment",
+            "Deployment",
+            "Service",
+            "Service",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Job",
+        ]
+    )
 
 
 def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook() -> None:
@@ -91,14 +109,18 @@ def test_migrations_job_is_a_pre_install_and_pre_upgrade_hook() -> None:
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
         # The hook runs before the release's own resources exist: whatever Secret it reads must be
         # a hook created before it, or one the user manages.
-        secret_names = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+        secret_names = {
+            e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
+        }
         assert len(secret_names) == 1
         (secret_name,) = secret_names
         hook_secrets = find(docs, "Secret", secret_name)
         if values is None:
             (secret,) = hook_secrets
             assert "pre-install" in secret["metadata"]["annotations"]["helm.sh/hook"]
-            assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"])
+            assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+                annotations["helm.sh/hook-weight"]
+            )
         else:
             assert secret_name == values["stores"]["existingSecret"]["name"] and hook_secrets == []
 
@@ -123,7 +145,10 @@ def test_config_checksum_rolls_every_deployment_when_config_changes() -> None:
 
 def test_secret_checksum_changes_with_a_store_url() -> None:
     def checksums(values: dict[str, Any] | None) -> set[str]:
-        return {d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] for d in find(render(values), "Deployment")}
+        return {
+            d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+            for d in find(render(values), "Deployment")
+        }
 
     assert checksums(None) != checksums({"stores": {"redisUrl": "redis://other-redis:6379/0"}})
 
@@ -167,7 +192,9 @@ def test_schema_forbids_unknown_keys_in_every_object() -> None:
 
     walk(schema, "")
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert set(defaults) == set(schema["properties"]), "values.yaml and the schema list the same keys"
+    assert set(defaults) == set(schema["properties"]), (
+        "values.yaml and the schema list the same keys"
+    )
 
 
 def test_config_keys_are_linkedge_settings_and_never_secrets() -> None:
@@ -189,7 +216,11 @@ def test_workers_listen_on_their_metrics_ports_and_every_container_is_probed() -
     for deployment in find(docs, "Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         ports[container["name"]] = container["ports"][0]["containerPort"]
-        for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        for probe, path in (
+            ("startupProbe", "/healthz"),
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+        ):
             assert container[probe]["httpGet"]["path"] == path
         assert {e["name"] for e in container["env"]} >= STORE_ENV
     assert ports == {"edge": 8000, "aggregator": 9101, "analytics": 9102}
@@ -245,7 +276,11 @@ def test_edge_scales_keeps_capacity_and_drains_gracefully() -> None:
 
 
 def _edge_grace(docs: list[dict[str, Any]]) -> int:
-    return int(one(docs, "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+    return int(
+        one(docs, "Deployment", "linkedge-edge")["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ]
+    )
 
 
 def _env(docs: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
@@ -261,14 +296,18 @@ def test_visitor_salt_secret_reaches_analytics_only_through_a_secret() -> None:
     assert secret["stringData"][ref["key"]] == "s3cret"
     assert "s3cret" not in yaml.safe_dump(one(docs, "ConfigMap", "linkedge"))
     assert "VISITOR_SALT_SECRET" not in _env(docs, "linkedge-edge")
-    ref = _env(render(PRODUCTION), "linkedge-analytics")["VISITOR_SALT_SECRET"]["valueFrom"]["secretKeyRef"]
+    ref = _env(render(PRODUCTION), "linkedge-analytics")["VISITOR_SALT_SECRET"]["valueFrom"][
+        "secretKeyRef"
+    ]
     assert ref == {"name": "linkedge-stores", "key": "visitor-salt-secret", "optional": True}
 
 
 def test_existing_secret_replaces_the_charts_secret() -> None:
     docs = render(PRODUCTION)
     assert find(docs, "Secret") == []
-    (container,) = one(docs, "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["containers"]
+    (container,) = one(docs, "Deployment", "linkedge-edge")["spec"]["template"]["spec"][
+        "containers"
+    ]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert refs["DATABASE_URL"] == {"name": "linkedge-stores", "key": "database-url"}
     assert refs["REDIS_URL"] == {"name": "linkedge-stores", "key": "redis-url"}
@@ -295,13 +334,19 @@ def test_scrape_annotations_or_service_monitor() -> None:
         assert selector.items() <= service["metadata"]["labels"].items()
         assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
     for deployment in find(production, "Deployment"):
-        assert "prometheus.io/scrape" not in deployment["spec"]["template"]["metadata"]["annotations"]
+        assert (
+            "prometheus.io/scrape" not in deployment["spec"]["template"]["metadata"]["annotations"]
+        )
 
 
 def test_image_by_digest() -> None:
-    (container,) = one(render(PRODUCTION), "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["containers"]
+    (container,) = one(render(PRODUCTION), "Deployment", "linkedge-edge")["spec"]["template"][
+        "spec"
+    ]["containers"]
     assert container["image"] == (
         "registry.example.com/platform/linkedge:0.1.0@" + PRODUCTION["image"]["digest"]
     )
-    (default,) = one(render(), "Deployment", "linkedge-edge")["spec"]["template"]["spec"]["containers"]
+    (default,) = one(render(), "Deployment", "linkedge-edge")["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert default["image"] == "linkedge:0.1.0"

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, Account, Db, Edge
 
 pytest.importorskip("locust", reason="locust is a dev dependency: pip install -e '.[dev]'")
@@ -22,18 +21,46 @@ LOCUST_CONF = ROOT / "loadtest" / "locust.conf"
 def run_seed(edge: Edge, key: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(SEED), "--url", edge.url, "--key", key, "--out", str(out), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
-def run_locust(edge: Edge, key: str, codes: Path, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_locust(
+    edge: Edge, key: str, codes: Path, reports: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     reports.mkdir(exist_ok=True)
     env = {"PATH": str(Path(sys.executable).parent), "HOME": str(reports), "LINKEDGE_API_KEY": key}
     return subprocess.run(
-        [sys.executable, "-m", "locust", "--config", str(LOCUST_CONF), "--host", edge.url,
-         "--codes-file", str(codes), "--csv", str(reports / "run"), "--html", str(reports / "run.html"),
-         "--users", "4", "--spawn-rate", "4", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "--config",
+            str(LOCUST_CONF),
+            "--host",
+            edge.url,
+            "--codes-file",
+            str(codes),
+            "--csv",
+            str(reports / "run"),
+            "--html",
+            str(reports / "run.html"),
+            "--users",
+            "4",
+            "--spawn-rate",
+            "4",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -47,7 +74,9 @@ def edge(start_edge: Callable[..., Edge]) -> Edge:
     return start_edge(workers=1)
 
 
-def test_seed_then_short_locust_run(edge: Edge, account: Callable[..., Account], db: Db, tmp_path: Path) -> None:
+def test_seed_then_short_locust_run(
+    edge: Edge, account: Callable[..., Account], db: Db, tmp_path: Path
+) -> None:
     owner = account()
     codes_file = tmp_path / "codes.txt"
     seeded = run_seed(edge, owner.key, codes_file, "--count", "300", "--batch", "120")
@@ -57,15 +86,24 @@ def test_seed_then_short_locust_run(edge: Edge, account: Callable[..., Account],
     stored = db.fetchval(
         "SELECT count(*) FROM links l JOIN accounts a ON a.id = l.account_id "
         "WHERE a.name = $1 AND l.code = ANY($2::text[]) AND 'loadtest' = ANY(l.tags)",
-        owner.name, codes,
+        owner.name,
+        codes,
     )
     assert stored == 300
 
     reports = tmp_path / "reports"
     # p95 threshold lifted: this test checks the run and its reports, not this machine's latency.
-    result = run_locust(edge, owner.key, codes_file, reports, "--run-time", "8s", "--max-p95-ms", "60000")
+    result = run_locust(
+        edge, owner.key, codes_file, reports, "--run-time", "8s", "--max-p95-ms", "60000"
+    )
     assert result.returncode == 0, result.stderr[-4000:]
-    for name in ("run_stats.csv", "run_failures.csv", "run_stats_history.csv", "run_exceptions.csv", "run.html"):
+    for name in (
+        "run_stats.csv",
+        "run_failures.csv",
+        "run_stats_history.csv",
+        "run_exceptions.csv",
+        "run.html",
+    ):
         assert (reports / name).is_file(), name
     rows = stats_rows(reports)
     redirects = rows["/[code]"]
@@ -75,12 +113,16 @@ def test_seed_then_short_locust_run(edge: Edge, account: Callable[..., Account],
     assert int(rows["/api/v1/links [create]"]["Request Count"]) >= 1, "the API user ran too"
 
 
-def test_failing_run_sets_exit_code(edge: Edge, account: Callable[..., Account], tmp_path: Path) -> None:
+def test_failing_run_sets_exit_code(
+    edge: Edge, account: Callable[..., Account], tmp_path: Path
+) -> None:
     owner = account()
     codes_file = tmp_path / "codes.txt"
     codes_file.write_text("".join(f"nosuchcode{i}\n" for i in range(50)))  # every hop is a 404
     reports = tmp_path / "reports"
-    result = run_locust(edge, owner.key, codes_file, reports, "--run-time", "3s", "--max-p95-ms", "60000")
+    result = run_locust(
+        edge, owner.key, codes_file, reports, "--run-time", "3s", "--max-p95-ms", "60000"
+    )
     assert result.returncode == 1, result.stderr[-4000:]
     assert "threshold: failure ratio" in result.stderr
     assert int(stats_rows(reports)["/[code]"]["Failure Count"]) > 0
@@ -88,8 +130,19 @@ def test_failing_run_sets_exit_code(edge: Edge, account: Callable[..., Account],
 
 def test_seed_refuses_without_a_key(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(SEED), "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "codes.txt")],
-        cwd=ROOT, env={"PATH": str(Path(sys.executable).parent)}, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(SEED),
+            "--url",
+            "http://127.0.0.1:9",
+            "--out",
+            str(tmp_path / "codes.txt"),
+        ],
+        cwd=ROOT,
+        env={"PATH": str(Path(sys.executable).parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert result.returncode == 2

@@ -1,5 +1,5 @@
-"""Every process's /metrics passes `promtool check metrics` (names, units, help, types): a real scrape
-of a real edge (multiprocess mode, two workers), aggregator and analytics process."""
+"""Every process's /metrics passes `promtool check metrics` (names, units, help, types): a real
+scrape of a real edge (multiprocess mode, two workers), aggregator and analytics process."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import Account, Edge, Process, wait_http
+
 from linkedge.embedded import free_port
 
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
     PROMTOOL is None,
-    reason="promtool not on PATH: install Debian's `prometheus` package (make test installs it when root)",
+    reason="promtool not on PATH: install Debian's `prometheus` package (make test does, as root)",
 )
 
 
@@ -25,10 +25,17 @@ def promtool_check(exposition: str) -> str:
     """promtool's findings on one scrape; empty when it has nothing to say."""
     assert PROMTOOL is not None
     result = subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60, check=False
+        [PROMTOOL, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     findings = (result.stdout + result.stderr).strip()
-    assert result.returncode == 0 or findings, f"promtool exited {result.returncode} without saying why"
+    assert result.returncode == 0 or findings, (
+        f"promtool exited {result.returncode} without saying why"
+    )
     return findings
 
 
@@ -58,7 +65,9 @@ def test_edge_metrics(start_edge: Callable[..., Edge], account: Callable[..., Ac
 
 def test_aggregator_metrics(linkedge_process: Callable[..., Process]) -> None:
     port = free_port()
-    proc = linkedge_process("aggregator", AGGREGATOR_METRICS_PORT=str(port), AGGREGATE_INTERVAL_S="0.1")
+    proc = linkedge_process(
+        "aggregator", AGGREGATOR_METRICS_PORT=str(port), AGGREGATE_INTERVAL_S="0.1"
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc)
     exposition = scrape(url)
@@ -69,7 +78,9 @@ def test_aggregator_metrics(linkedge_process: Callable[..., Process]) -> None:
 def test_analytics_metrics(linkedge_process: Callable[..., Process], tmp_path: Path) -> None:
     port = free_port()
     proc = linkedge_process(
-        "analytics", ANALYTICS_PORT=str(port), CLICKHOUSE_URL=f"chdb://{tmp_path / 'clickhouse'}",
+        "analytics",
+        ANALYTICS_PORT=str(port),
+        CLICKHOUSE_URL=f"chdb://{tmp_path / 'clickhouse'}",
         VISITOR_SALT_SECRET="metrics-format-test",
     )
     url = f"http://127.0.0.1:{port}"

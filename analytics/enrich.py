@@ -132,13 +132,12 @@ def visitor_hash(salt: bytes, ip: str, user_agent: str) -> str:
     return digest[:16]
 
 
-def salt_secret() -> bytes:
-    """The visitor-hash secret from ``VISITOR_SALT_SECRET``; a random one per process when unset.
+def salt_secret(configured: str) -> bytes:
+    """The visitor-hash secret (``VISITOR_SALT_SECRET``); a random one per process when unset.
 
     A random secret keeps raw IPs unrecoverable but makes hashes differ across restarts (and
     across several analytics processes), which overcounts unique visitors: set the variable.
     """
-    configured = os.environ.get(SALT_SECRET_ENV, "")
     if configured:
         return configured.encode()
     log.warning("%s is not set: visitor hashes use a random per-process secret", SALT_SECRET_ENV)

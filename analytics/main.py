@@ -75,7 +75,7 @@ class Analytics:
             claim_idle_ms=settings.analytics_claim_idle_ms,
         )
         self.writer = ClickHouseWriter(settings.clickhouse_url.get())
-        self.enricher = Enricher(salt_secret(), store_raw_ip=settings.store_raw_ip)
+        self.enricher = Enricher(salt_secret(settings.visitor_salt_secret.get()), store_raw_ip=settings.store_raw_ip)
         self.server = AnalyticsServer(self.writer, self._redis_ready)
         self._groups_ready = False
         self._held: Batch | None = None

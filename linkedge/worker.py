@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -49,7 +50,11 @@ class Worker(Protocol):
 
 
 class Backoff:
-    """Exponential backoff with a cap: 0.1 s, 0.2 s, ... up to ``cap``; ``reset()`` on success."""
+    """Exponential backoff with a cap: 0.1 s, 0.2 s, ... up to ``cap``; ``reset()`` on success.
+
+    Each delay is jittered into its upper half so that several processes retrying a store that
+    comes back do not all knock at the same instant.
+    """
 
     def __init__(self, first: float = 0.1, cap: float = 10.0) -> None:
         self.first = first
@@ -59,7 +64,7 @@ class Backoff:
     def next(self) -> float:
         delay = self._next
         self._next = min(self.cap, self._next * 2)
-        return delay
+        return random.uniform(delay / 2, delay)
 
     def reset(self) -> None:
         self._next = self.first

@@ -12,11 +12,14 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from prometheus_client import multiprocess
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -56,6 +59,22 @@ def _click_recorder(settings: Settings, redis: aioredis.Redis) -> Any:
     return NullClickRecorder()
 
 
+def _forget_dead_workers(multiproc_dir: str) -> None:
+    """Drop the live-gauge samples of workers that died (Granian respawns without a hook for it)."""
+    if not multiproc_dir:
+        return
+    for path in Path(multiproc_dir).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(int(pid), multiproc_dir)
+        except PermissionError:
+            pass
+
+
 async def _stop(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and wait for it, cancelling again if a library swallowed the first one
     (redis-py's timed reads can lose a cancellation that lands as their timeout fires)."""
@@ -81,6 +100,7 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         settings.require("redis_url", "database_url")
+        _forget_dead_workers(settings.prometheus_multiproc_dir)
         redis = aioredis.Redis.from_pool(  # from_pool: the client owns the pool and closes it
             aioredis.BlockingConnectionPool.from_url(
                 settings.redis_url.get(),
@@ -147,6 +167,7 @@ class Resources:
 
     async def close(self) -> None:
         """Flush clicks, stop the background tasks, close the pools (lifespan shutdown)."""
+        cached = len(self.links.cache)
         try:
             await self.clicks.close()
         finally:
@@ -160,3 +181,4 @@ class Resources:
                 self.pg.terminate()
             await self._subscriber.aclose()
             await self.redis.aclose()
+            log.info("edge worker stopped", extra={"pid": os.getpid(), "cached_links": cached})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,10 +15,13 @@ from conftest import Account, Edge, Process, wait_http
 
 from linkedge.embedded import free_port
 
-PROMTOOL = shutil.which("promtool")
+# On PATH, or unpacked into the venv by `make test` (from Debian's prometheus package).
+PROMTOOL = shutil.which("promtool") or shutil.which(
+    "promtool", path=str(Path(sys.executable).parent)
+)
 pytestmark = pytest.mark.skipif(
     PROMTOOL is None,
-    reason="promtool not on PATH: install Debian's `prometheus` package (make test does, as root)",
+    reason="promtool not found: `make test` unpacks it from Debian's prometheus package into the venv",
 )
 
 

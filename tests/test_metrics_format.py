@@ -21,7 +21,7 @@ PROMTOOL = shutil.which("promtool") or shutil.which(
 )
 pytestmark = pytest.mark.skipif(
     PROMTOOL is None,
-    reason="promtool not found: `make test` unpacks it from Debian's prometheus package into the venv",
+    reason="promtool not found: `make test` unpacks it (Debian package prometheus) into the venv",
 )
 
 

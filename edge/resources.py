@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -24,8 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from edge.cache import Clock
+from edge.clicks import ClickRecorder
 from edge.linkstore import LinkStore
-from edge.records import LinkRecord
 from edge.redirect import Target
 from linkedge.settings import Settings
 
@@ -35,28 +34,6 @@ REDIS_TIMEOUT_S = 1.0  # a redirect falls back to Postgres rather than wait long
 REDIS_MAX_CONNECTIONS = 64  # per worker: lookups (batched), click flushes, API rate limits
 PG_MIN_SIZE = 1
 PG_MAX_SIZE = 8  # per worker: cold lookups and the API
-
-
-class NullClickRecorder:
-    """Accepts clicks and keeps none: the seam until the click pipeline (``edge.clicks``) lands."""
-
-    sync = False
-
-    def record(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
-        pass
-
-    async def record_now(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-
-def _click_recorder(settings: Settings, redis: aioredis.Redis) -> Any:
-    return NullClickRecorder()
 
 
 def _forget_dead_workers(multiproc_dir: str) -> None:
@@ -91,7 +68,7 @@ class Resources:
     redis: aioredis.Redis
     pg: asyncpg.Pool
     links: LinkStore[Target]
-    clicks: Any
+    clicks: ClickRecorder
     clock: Clock
     _subscriber: aioredis.Redis
     _tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
@@ -134,7 +111,7 @@ class Resources:
             clock=clock,
             subscriber=subscriber,
         )
-        clicks = _click_recorder(settings, redis)
+        clicks = ClickRecorder(settings, redis)
         await clicks.start()
         resources = cls(settings, redis, pg, links, clicks, clock, subscriber)
         resources.every_second(links.fold)

@@ -140,6 +140,7 @@ def test_series_reports_medians_and_the_median_of_paired_ratios() -> None:
     series.add(_result(900, p50=1.5, p99=4.0), _result(1000))
     row = series.row()
     assert row.ratio == pytest.approx(0.9)  # ratios 0.8, 0.9, 0.9
+    assert row.ratio_range == (pytest.approx(0.8), pytest.approx(0.9))
     assert row.result == "800 redirects/s"
     assert (row.p50_ms, row.p99_ms) == (1.5, 4.0)
 
@@ -166,8 +167,8 @@ def test_counted_cell_names_the_worst_run() -> None:
 
 def test_table_is_markdown_with_aligned_columns() -> None:
     rows = [
-        Row("bare Granian 302 (reference 1)", "30,000 redirects/s", 1.0, 2.0, 5.0, "", "ceiling"),
-        Row("edge (a) hot path", "24,000 redirects/s", 0.8, 2.5, 6.25, "ok (3/3)", "lookups: local 100%"),
+        Row("bare Granian 302 (reference 1)", "30,000 redirects/s", 1.0, None, 2.0, 5.0, "", "ceiling"),
+        Row("edge (a) hot path", "24,000 redirects/s", 0.8, (0.75, 0.9), 2.5, 6.25, "ok (3/3)", "lookups: local 100%"),
         Row("aggregator flush", "n/a", note="not available yet"),
     ]
     lines = format_table(rows).splitlines()
@@ -176,7 +177,7 @@ def test_table_is_markdown_with_aligned_columns() -> None:
     assert set(lines[1]) <= {"|", "-"}
     assert len({len(line) for line in lines}) == 1
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells == ["edge (a) hot path", "24,000 redirects/s", "0.80", "2.50", "6.25", "2.5", "ok (3/3)",
+    assert cells == ["edge (a) hot path", "24,000 redirects/s", "0.80 (0.75-0.90)", "2.50", "6.25", "2.5", "ok (3/3)",
                      "lookups: local 100%"]
     assert [c.strip() for c in lines[4].strip("|").split("|")][2:6] == ["", "", "", ""]
 

@@ -15,6 +15,7 @@ class Row:
     figure: str
     result: str  # the headline value with its unit
     ratio: float | None = None  # to the bare Granian reference of the same run
+    ratio_range: tuple[float, float] | None = None  # lowest and highest per-pair ratio
     p50_ms: float | None = None
     p99_ms: float | None = None
     counted: str = ""  # clicks counted vs redirects wrk saw
@@ -64,19 +65,24 @@ class Series:
         if reference is not None:
             self.references.append(reference)
 
+    def ratios(self) -> list[float]:
+        """Per pair: run/reference requests per second (the reference ran right before the run)."""
+        return [r.rps / ref.rps for r, ref in zip(self.runs, self.references) if ref.rps > 0]
+
     def ratio(self) -> float | None:
-        """Median over rounds of run/reference redirects per second (each pair from one round)."""
-        pairs = [(r.rps, ref.rps) for r, ref in zip(self.runs, self.references) if ref.rps > 0]
-        return statistics.median(run / ref for run, ref in pairs) if pairs else None
+        ratios = self.ratios()
+        return statistics.median(ratios) if ratios else None
 
     def row(self, *, unit: str = "redirects/s", note: str = "") -> Row:
         note = "; ".join(part for part in (note, *self.notes[-1:]) if part)
+        ratios = self.ratios()
         if not self.runs:
             return Row(self.figure, "n/a", note=note)
         return Row(
             figure=self.figure,
             result=f"{statistics.median(r.rps for r in self.runs):,.0f} {unit}",
             ratio=self.ratio(),
+            ratio_range=(min(ratios), max(ratios)) if ratios and min(ratios) != max(ratios) else None,
             p50_ms=statistics.median(r.p50_ms for r in self.runs),
             p99_ms=statistics.median(r.p99_ms for r in self.runs),
             counted=counted_cell(self.counted),
@@ -112,7 +118,8 @@ def format_table(rows: Sequence[Row]) -> str:
         cells.append([
             row.figure,
             row.result,
-            _number(row.ratio, ".2f"),
+            _number(row.ratio, ".2f") + (f" ({row.ratio_range[0]:.2f}-{row.ratio_range[1]:.2f})"
+                                         if row.ratio_range and row.ratio is not None else ""),
             _number(row.p50_ms, ".2f"),
             _number(row.p99_ms, ".2f"),
             _number(spread, ".1f"),

@@ -10,8 +10,9 @@ Everything runs on this machine, on loopback, in a temp dir removed at the end:
 - this runner, wrk, Redis, Postgres and the aggregator on core 0 (the runner pins itself there
   first, so every child it starts inherits core 0; servers are started under ``taskset -c 1``).
 
-Each round runs the reference, then nginx and every edge scenario, each against that round's
-reference; the table shows medians over ``BENCH_ROUNDS`` rounds of ``BENCH_SECONDS`` each. After
+Every run of nginx or an edge scenario is paired with a run of the Granian reference right before
+it; the table shows medians over ``BENCH_ROUNDS`` rounds of ``BENCH_SECONDS`` each (the ratio
+column: the median of the per-pair ratios, with their range). After
 every edge run the runner waits for the aggregator to drain and checks that the clicks in Postgres
 equal the redirects the edge served, and that wrk saw those (less at most one request in flight
 per connection). Exit status: 0, or 1 when a count check failed; 0 with a message when wrk is
@@ -118,6 +119,7 @@ class Bench:
         self.aggregator: stack.Proc | None = None
         self.details: list[str] = []
         self.failed_checks = 0
+        self.ref_series = Series("bare Granian 302 (reference 1)")
 
     # ---- setup -----------------------------------------------------------------------------
 
@@ -214,10 +216,15 @@ class Bench:
             seed.redis_pending_clicks(self.redis.url, pipeline.SHARDS),
         )
 
-    def measure_edge(
-        self, series: Series, server: stack.Server, codes_file: Path, reference: wrk.WrkResult
-    ) -> wrk.WrkResult:
+    def reference_run(self) -> wrk.WrkResult:
+        """The Granian reference, run right before the scenario it is paired with."""
+        result = self.load(self.reference, self.zipf_file)
+        self.ref_series.add(result, result)
+        return result
+
+    def measure_edge(self, series: Series, server: stack.Server, codes_file: Path) -> wrk.WrkResult:
         before = self.tally(server)
+        reference = self.reference_run()
         result = self.load(server, codes_file)
         after = self.tally(server)
         served = after.served - before.served if after.served is not None and before.served is not None else None
@@ -237,8 +244,9 @@ class Bench:
         asyncio.run(seed.trim_streams(self.redis.url, pipeline.SHARDS))
         return result
 
-    def measure_api(self, series: Series, server: stack.Server, reference: wrk.WrkResult) -> None:
+    def measure_api(self, series: Series, server: stack.Server) -> None:
         before = asyncio.run(seed.links_of(self.postgres.url, self.account_id))
+        reference = self.reference_run()
         result = wrk.run(
             server.url, "api_create.lua", [self.api_key], seconds=self.config.seconds,
             connections=self.config.connections, cpu=self.load_cpu,
@@ -263,8 +271,9 @@ class Bench:
         self.start_stores()
         reference = self.track(stack.start_reference(self.tmp, self.server_cpu))
         assert reference is not None
+        self.reference = reference
         nginx = self.track(stack.start_nginx(self.tmp, self.server_cpu))
-        ref_series = Series("bare Granian 302 (reference 1)")
+        ref_series = self.ref_series
         nginx_series = Series("nginx return 302 (reference 2)")
         hot = Series("edge (a) hot path: local cache")
         miss = Series("edge (b) local miss, Redis hit")
@@ -290,23 +299,24 @@ class Bench:
 
         for round_no in range(config.rounds):
             print(f"bench: round {round_no + 1}/{config.rounds}", flush=True)
-            ref = self.load(reference, self.zipf_file)
-            ref_series.add(ref, ref)
             if nginx is not None:
+                ref = self.reference_run()
                 nginx_series.add(self.load(nginx, self.zipf_file), ref)
+            else:
+                self.reference_run()
             if not edges:
                 continue
             self.warm(edges["hot"], self.zipf_once_file, len(self.zipf_codes))
-            self.measure_edge(hot, edges["hot"], self.zipf_file, ref)
-            self.measure_edge(miss, edges["miss"], self.zipf_file, ref)
+            self.measure_edge(hot, edges["hot"], self.zipf_file)
+            self.measure_edge(miss, edges["miss"], self.zipf_file)
             asyncio.run(seed.forget_links(self.redis.url, self.cold_codes))
             cold_file = workload.write(
                 self.tmp / "codes" / f"cold-{round_no}", workload.each_once(self.cold_codes, seed=round_no)
             )
-            result = self.measure_edge(cold, edges["cold"], cold_file, ref)
+            result = self.measure_edge(cold, edges["cold"], cold_file)
             if result.requests > len(self.cold_codes):
                 cold.notes.append(f"{1 - len(self.cold_codes) / result.requests:.0%} of requests repeated a code")
-            self.measure_api(api, edges["hot"], ref)
+            self.measure_api(api, edges["hot"])
 
         profile = ""
         if edges and config.profile_seconds > 0:

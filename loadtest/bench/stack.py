@@ -17,7 +17,10 @@ from linkedge.embedded import free_port
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 # The Granian flags of the edge (linkedge/serve.py), so that the reference runs the same server.
-GRANIAN_FLAGS = ["--interface", "asgi", "--http", "1", "--no-ws", "--loop", "uvloop", "--log-level", "warning"]
+GRANIAN_FLAGS = [
+    "--interface", "asgi", "--http", "1", "--no-ws", "--loop", "uvloop", "--backpressure", "512",
+    "--log-level", "warning", "--no-access-log",
+]
 
 
 class Proc:

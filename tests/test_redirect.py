@@ -6,6 +6,7 @@ test uses fresh codes: the shared edge keeps its cache between tests.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
@@ -17,9 +18,12 @@ from urllib.parse import unquote
 import httpx
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
+from edge.resources import Resources
 from linkedge import keys
 from linkedge.embedded import EmbeddedRedis
+from linkedge.settings import Settings
 from tests.conftest import Account, Db, Edge
 
 NO_STORE = "private, no-store"
@@ -261,3 +265,45 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def _lookups(tier: str) -> float:
+    return REGISTRY.get_sample_value("linkedge_link_lookups_total", {"tier": tier}) or 0.0
+
+
+def test_concurrent_lookups_share_fetches_and_redis_round_trips(
+    settings: Settings, make_link: Callable[..., str], redis_client: redis.Redis
+) -> None:
+    hot = make_link("https://example.org/hot")
+    many = [make_link(f"https://example.org/{i}") for i in range(30)]
+
+    async def go() -> None:
+        first = await Resources.open(settings)
+        try:
+            before = _lookups("postgres")
+            records = await asyncio.gather(*(first.links.lookup(hot) for _ in range(50)))
+            assert {r.url for r in records if r is not None} == {"https://example.org/hot"}
+            first.links.fold()
+            assert _lookups("postgres") - before == 1  # one fetch for 50 concurrent requests
+            await asyncio.gather(*(first.links.lookup(code) for code in many))
+            await asyncio.sleep(0.2)  # write-backs to Redis
+        finally:
+            await first.close()
+        second = await Resources.open(settings)  # an empty local cache, as in a new worker
+        try:
+            mgets = _commandstat(redis_client, "mget")
+            before = _lookups("redis")
+            records = await asyncio.gather(*(second.links.lookup(code) for code in many))
+            assert [r.url for r in records if r is not None] == [f"https://example.org/{i}" for i in range(30)]
+            second.links.fold()
+            assert _lookups("redis") - before == 30
+            assert _commandstat(redis_client, "mget") - mgets == 1  # one MGET for the whole tick
+        finally:
+            await second.close()
+
+    asyncio.run(go())
+
+
+def _commandstat(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0

@@ -20,6 +20,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -111,7 +112,10 @@ class Stack:
         env = self._start_stores()
         env["ANALYTICS_URL"] = f"http://127.0.0.1:{ports['ANALYTICS_PORT']}"
         asyncio.run(migrate_postgres(env["DATABASE_URL"]))
-        key = asyncio.run(ensure_demo(env["DATABASE_URL"], read_env_file(self.run_env).get("LINKEDGE_API_KEY")))
+        previous = read_env_file(self.run_env)
+        key = asyncio.run(ensure_demo(env["DATABASE_URL"], previous.get("LINKEDGE_API_KEY")))
+        if not self.settings.visitor_salt_secret:  # kept across runs, so visitor counts stay comparable
+            env["VISITOR_SALT_SECRET"] = previous.get("VISITOR_SALT_SECRET") or secrets.token_urlsafe(32)
         edge_url = self.settings.replace(port=ports["PORT"]).base_url
         write_env_file(self.run_env, {"LINKEDGE_URL": edge_url, "LINKEDGE_API_KEY": key, **env})
         child_env = {**os.environ, **env, **{name: str(port) for name, port in ports.items()}}

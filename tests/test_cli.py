@@ -185,4 +185,7 @@ def readme_default(value: object) -> str:
 def test_readme_lists_every_setting_with_its_default() -> None:
     table = readme_config_table()
     expected = {f.name.upper(): readme_default(f.default) for f in dataclasses.fields(Settings)}
-    assert {name: table.get(name) for name in expected} == expected
+    wrong = {name: default for name, default in expected.items() if table.get(name) != default}
+    assert not wrong, "README configuration table: add or fix these rows:\n" + "\n".join(
+        f"| `{name}` | {default} | <what it does> |" for name, default in wrong.items()
+    )

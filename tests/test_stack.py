@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -27,7 +27,7 @@ from linkedge import apikeys
 from linkedge.embedded import free_port
 from linkedge.stack import DEMO_CODE, DEMO_TARGET, ensure_demo, read_env_file, write_env_file
 
-STORE_VARS = ("REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL", "ANALYTICS_URL")
+STORE_VARS = ("REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL", "ANALYTICS_URL", "VISITOR_SALT_SECRET")
 
 
 def up_env(home: Path, **extra: str) -> dict[str, str]:
@@ -128,6 +128,16 @@ def start_up(tmp_path: Path) -> Iterator[type[Up]]:
         up.kill_leftovers()
 
 
+def eventually(read: Callable[[], object], expected: object, timeout: float = 20.0) -> object:
+    """Poll ``read`` until it returns ``expected`` or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        value = read()
+    return value
+
+
 def db_fetchval(dsn: str, sql: str, *args: object) -> object:
     async def go() -> object:
         conn = await asyncpg.connect(dsn, timeout=10)
@@ -153,6 +163,7 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
     assert {ports["redis"], ports["postgres"]}.isdisjoint({6379, 5432})
     assert env["CLICKHOUSE_URL"] == f"chdb://{home / 'clickhouse'}"
     assert (home / "run.env").stat().st_mode & 0o077 == 0
+    assert len(env["VISITOR_SALT_SECRET"]) >= 32
     with redis.Redis.from_url(env["REDIS_URL"]) as client:
         assert client.ping()
     assert db_fetchval(env["DATABASE_URL"], "SELECT count(*) FROM schema_migrations") > 0
@@ -172,6 +183,22 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
         assert created.status_code == 201, created.text
         followed = edge.head(f"/{code}")
         assert followed.status_code == 302 and followed.headers["location"] == "https://example.org/from-up"
+
+    # The aggregator and analytics run too: the clicks reach Postgres and ClickHouse.
+    browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
+    for _ in range(3):
+        assert httpx.get(f"{env['LINKEDGE_URL']}/{DEMO_CODE}", headers=browser, timeout=10).status_code == 302
+    link_id = db_fetchval(env["DATABASE_URL"], "SELECT id FROM links WHERE code = $1", DEMO_CODE)
+    expected = {"postgres": 4, "clickhouse": 4}  # the GET above and these three
+    counts = lambda: {  # noqa: E731
+        "postgres": db_fetchval(
+            env["DATABASE_URL"], "SELECT coalesce(max(clicks), 0) FROM link_click_totals WHERE link_id = $1", link_id
+        ),
+        "clickhouse": httpx.get(
+            f"{env['ANALYTICS_URL']}/internal/link-counts", params={"link_id": link_id}, timeout=10
+        ).json().get("distinct_clicks"),
+    }
+    assert eventually(counts, expected) == expected
 
     # run.env sourced by a shell gives the other commands what they need.
     shell = subprocess.run(
@@ -202,6 +229,7 @@ def test_second_up_reuses_key_and_ports_and_a_dead_child_stops_the_stack(
     pids = up.wait_ready()
     after = up.env()
     assert after["LINKEDGE_API_KEY"] == before["LINKEDGE_API_KEY"]
+    assert after["VISITOR_SALT_SECRET"] == before["VISITOR_SALT_SECRET"]
     assert after["REDIS_URL"] == before["REDIS_URL"]  # the saved ports were free, so reused
     assert after["DATABASE_URL"] == before["DATABASE_URL"]
     assert db_fetchval(

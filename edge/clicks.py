@@ -78,6 +78,10 @@ CLOSE_FLUSH_S = 5.0  # retrying Redis on close before spooling the rest
 UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"})
 REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
 
+Record = tuple[
+    float, LinkRecord, dict[str, Any], str
+]  # what record() keeps: time, link, scope, location
+
 
 class ClickRecorder:
     """Per-worker click buffer and its flush task (see the module docstring)."""
@@ -92,7 +96,9 @@ class ClickRecorder:
         self._interval = (settings.click_flush_interval_ms or 50) / 1000
         self._shard = random.randrange(settings.click_shards)
         self._spool = Spool(settings.click_spool_dir, settings.click_spool_max_bytes)
-        self._pending: list[tuple[float, LinkRecord, dict[str, Any], str]] = []
+        self._pending: list[Record] = []
+        self._sync_group: tuple[list[Record], asyncio.Future[None]] | None = None
+        self._sync_tasks: set[asyncio.Task[None]] = set()
         self._batches: collections.deque[Batch] = collections.deque()
         self._batched_events = 0
         self._wake = asyncio.Event()
@@ -121,20 +127,41 @@ class ClickRecorder:
             self._drop(1, "error")
 
     async def record_now(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
-        """Record one click and return once it is in Redis, or held in memory/spool. Never raises."""
-        batches = self._build([(time.time(), link, scope, location)])
-        if not batches:
-            return
-        batch = batches[0]
+        """Record one click and return once it is in Redis, or held in memory/spool. Never raises.
+
+        Calls made in the same event-loop iteration share one script call.
+        """
+        group = self._sync_group
+        if group is None:
+            group = self._sync_group = ([], asyncio.get_running_loop().create_future())
+            asyncio.get_running_loop().call_soon(self._start_sync_flush)
+        group[0].append((time.time(), link, scope, location))
+        await asyncio.shield(group[1])  # a cancelled request does not cancel the flush
+
+    def _start_sync_flush(self) -> None:
+        group, self._sync_group = self._sync_group, None
+        if group is not None:
+            task = asyncio.create_task(self._flush_sync(*group))
+            self._sync_tasks.add(task)
+            task.add_done_callback(self._sync_tasks.discard)
+
+    async def _flush_sync(self, records: list[Record], done: asyncio.Future[None]) -> None:
+        batches = collections.deque(self._build(records))
+        sending = not self._closed and time.monotonic() >= self._retry_at
         try:
-            if not self._closed and time.monotonic() >= self._retry_at and await self._send(batch):
-                return
-        except asyncio.CancelledError:  # the request went away; the click was still served
-            self._keep(batch)
-            raise
+            while batches:
+                if sending:
+                    sending = await self._send(batches[0])
+                if not sending:
+                    self._keep(batches[0])
+                batches.popleft()
         except Exception:
             log.exception("click flush failed unexpectedly")
-        self._keep(batch)
+        finally:  # whatever was not sent (cancelled, failed) is kept for a retry, same flush id
+            for batch in batches:
+                self._keep(batch)
+            if not done.done():
+                done.set_result(None)
 
     def _keep(self, batch: Batch) -> None:
         if self._closed:
@@ -154,6 +181,8 @@ class ClickRecorder:
         if self._closed:
             return
         self._stopping = True
+        if self._sync_tasks:
+            await asyncio.wait(self._sync_tasks, timeout=CLOSE_WAIT_S)
         if self._task is not None:
             self._wake.set()
             try:
@@ -224,7 +253,7 @@ class ClickRecorder:
         self._batches.extend(batches)
         self._batched_events += sum(len(batch.events) for batch in batches)
 
-    def _build(self, records: list[tuple[float, LinkRecord, dict[str, Any], str]]) -> list[Batch]:
+    def _build(self, records: list[Record]) -> list[Batch]:
         batches = []
         last_second, day = -1, ""
         for start in range(0, len(records), self._batch_size):

@@ -413,6 +413,25 @@ def test_record_now_is_in_redis_on_return(click_settings: Settings, db9_url: str
     assert click.link_id == link.id and click.bot == "head"
 
 
+def test_concurrent_record_now_calls_share_one_flush(
+    click_settings: Settings, db9_url: str
+) -> None:
+    settings = click_settings.replace(click_flush_interval_ms=0)
+    link = make_link()
+    flushes = metric("linkedge_click_flush_events_count")
+
+    async def go() -> list[Click]:
+        async with recorder(settings, db9_url) as (rec, client):
+            await asyncio.gather(
+                *(rec.record_now(link, make_scope(), f"https://example.com/{i}") for i in range(50))
+            )
+            return await stream_clicks(client)  # on return, every click is already in Redis
+
+    clicks = asyncio.run(go())
+    assert sorted(int(c.target.rsplit("/", 1)[1]) for c in clicks) == list(range(50))
+    assert metric("linkedge_click_flush_events_count") - flushes == 1
+
+
 def test_record_now_with_redis_down_spools_on_close_and_replays_later(
     click_settings: Settings, db9_url: str
 ) -> None:
@@ -610,12 +629,18 @@ def _recorder_wired() -> bool:
 @pytest.mark.skipif(
     not _recorder_wired(), reason="edge.resources does not build a ClickRecorder yet"
 )
+@pytest.mark.parametrize("interval_ms", ["60000", "0"])
 def test_sigterm_flushes_every_click_of_the_edge(
-    start_edge: Callable[..., Any], account: Callable[..., Any], db: Any, redis_client: Any
+    start_edge: Callable[..., Any],
+    account: Callable[..., Any],
+    db: Any,
+    redis_client: Any,
+    interval_ms: str,
 ) -> None:
     """N redirects through two Granian workers, SIGTERM: exactly N stream entries and counts.
 
-    The flush interval is a minute, so the clicks reach Redis only through the shutdown flush.
+    With a one-minute flush interval the clicks reach Redis only through the shutdown flush;
+    with 0 each redirect answers after its click is in Redis.
     """
     account_id = db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", account().key_id)
     code = "k" + uuid.uuid4().hex[:10]
@@ -625,7 +650,7 @@ def test_sigterm_flushes_every_click_of_the_edge(
         code,
         "https://example.org/landing",
     )
-    edge = start_edge(workers=2, CLICK_FLUSH_INTERVAL_MS="60000")
+    edge = start_edge(workers=2, CLICK_FLUSH_INTERVAL_MS=interval_ms)
     humans, heads = 200, 20
     with edge.client(headers={"user-agent": CHROME}) as client:
         statuses = [client.get(f"/{code}").status_code for _ in range(humans)]

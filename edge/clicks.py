@@ -16,7 +16,7 @@ Redis unavailable: built batches wait in memory (``CLICK_MEMORY_LIMIT`` events),
 local spool (``edge.spool``), and are replayed when Redis answers again, spool files of dead workers
 included. Only when memory and spool are both full are clicks dropped: counted in
 ``linkedge_clicks_dropped_total{reason}`` and logged once per episode. ``close()`` flushes
-everything, spooling what Redis does not take. ``CLICK_FLUSH_INTERVAL_MS=0`` makes the redirect
+everything and replays the spool, spooling what Redis does not take. ``CLICK_FLUSH_INTERVAL_MS=0`` makes the redirect
 handler call ``record_now``, which answers once the click is in Redis (or safely held).
 """
 
@@ -78,9 +78,8 @@ CLOSE_FLUSH_S = 5.0  # retrying Redis on close before spooling the rest
 UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"})
 REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
 
-Record = tuple[
-    float, LinkRecord, dict[str, Any], str
-]  # what record() keeps: time, link, scope, location
+# What record() keeps per click: time, link, ASGI scope, Location served.
+Record = tuple[float, LinkRecord, dict[str, Any], str]
 
 
 class ClickRecorder:

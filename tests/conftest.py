@@ -74,9 +74,11 @@ def run(coro: Any) -> Any:
 @pytest.fixture(scope="session")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
     tmp = tmp_path_factory.mktemp("stores")
-    rds = EmbeddedRedis(tmp / "redis", persist=False).start()
-    pg = EmbeddedPostgres(tmp / "postgres").start()
+    rds = EmbeddedRedis(tmp / "redis", persist=False)
+    pg = EmbeddedPostgres(tmp / "postgres")
     try:
+        rds.start()
+        pg.start()
         run(migrate_postgres(pg.url))
         yield Stores(redis=rds, postgres=pg, clickhouse_dir=tmp / "clickhouse", tmp=tmp)
     finally:

@@ -224,3 +224,12 @@ def test_top_frames_from_collapsed_stacks() -> None:
     by_line, _ = observe.top_frames(collapsed, limit=1, lines=True)
     assert by_line == [("lookup (l.py:5)", 0.4)]
     assert observe.top_frames("") == ([], [])
+
+
+def test_bench_skips_cleanly_without_wrk(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from loadtest.bench import run
+
+    monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
+    assert run.main() == 0
+    out = capsys.readouterr().out
+    assert "skipped" in out and "apt-get install wrk" in out

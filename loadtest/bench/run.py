@@ -33,8 +33,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +47,7 @@ import httpx
 
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis
 from linkedge.migrate import migrate_postgres
-from loadtest.bench import observe, pipeline, seed, stack, workload, wrk
+from loadtest.bench import observe, pipeline, pyspy, seed, stack, workload, wrk
 from loadtest.bench.report import CountCheck, Row, Series, format_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -359,42 +357,21 @@ class Bench:
                    note=f"{idle / 1024:.0f} MiB before warming; {per_link:,.0f} B per cached link (CACHE_TTL_S=3600)")
 
     def profile(self, server: stack.Server) -> str:
-        """py-spy on the hot edge's worker under wrk load: the top frames, as text."""
-        spy = os.environ.get("BENCH_PYSPY") or shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        if not os.access(spy, os.X_OK):
-            return "py-spy not installed (`.venv/bin/pip install py-spy`): no profile\n"
+        """py-spy on an edge's worker under wrk load (cache warm first): the top frames, as text."""
+        spy = pyspy.find()
+        if spy is None:
+            return "py-spy not installed (`pip install py-spy`, or set BENCH_PYSPY): no profile\n"
         worker = server.worker_pids()[0]
-        seconds = self.config.profile_seconds
         self.warm(server, self.zipf_once_file, len(self.zipf_codes))
         out = self.tmp / f"profile-{worker}.txt"
-        load = subprocess.Popen(
-            wrk.command(server.url, "zipf.lua", [str(self.zipf_file)], seconds=seconds + 2,
-                        connections=self.config.connections, cpu=self.load_cpu),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        try:
-            time.sleep(0.5)
-            subprocess.run([spy, "record", "-p", str(worker), "-d", str(int(seconds)), "-r", "250",
-                            "-f", "raw", "--threads", "-o", str(out), "--nonblocking"],
-                           capture_output=True, timeout=seconds + 60, check=False)
-        finally:
-            try:
-                load.wait(seconds + 30)
-            except subprocess.TimeoutExpired:
-                os.killpg(load.pid, signal.SIGKILL)
-                load.wait()
-        if not out.exists():
+        if not pyspy.record(spy, worker, server.url, self.zipf_file, out, seconds=self.config.profile_seconds,
+                            connections=self.config.connections, cpu=self.load_cpu):
             return "py-spy produced no profile (ptrace not permitted?)\n"
         self.config.out.mkdir(parents=True, exist_ok=True)
         kept = self.config.out / f"profile-{server.name.replace(' ', '-')}.collapsed"
         shutil.copyfile(out, kept)
-        own, inclusive = observe.top_frames(out.read_text(), limit=20)
-        own_lines, _ = observe.top_frames(out.read_text(), limit=12, lines=True)
-        lines = ["self time (top of stack):"] + [f"  {share:6.1%}  {frame}" for frame, share in own]
-        lines += ["inclusive:"] + [f"  {share:6.1%}  {frame}" for frame, share in inclusive]
-        lines += ["self time by line:"] + [f"  {share:6.1%}  {frame}" for frame, share in own_lines]
         self.details.append(f"profile of {server.name}: worker {worker}, collapsed stacks in {kept}")
-        return "\n".join(lines) + "\n"
+        return pyspy.summary(out.read_text())
 
     def write_results(self, table: str, profile: str) -> None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -8,6 +8,7 @@ longer than its TTL, which no reader of a 30 s cache can tell apart.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import OrderedDict
 from typing import Final, Generic, TypeVar
@@ -15,16 +16,13 @@ from typing import Final, Generic, TypeVar
 V = TypeVar("V")
 
 
-class _Missing:
+class _Missing(enum.Enum):
     """The answer of ``LocalCache.get`` when the code is not cached (or its entry expired)."""
 
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
+    MISSING = 0
 
 
-MISSING: Final = _Missing()
+MISSING: Final = _Missing.MISSING
 
 
 class Clock:
@@ -54,7 +52,7 @@ class LocalCache(Generic[V]):
     tier and calls ``put``. The least recently read entry goes first when the cache is full.
     """
 
-    __slots__ = ("_entries", "size", "ttl_s", "miss_ttl_s", "clock")
+    __slots__ = ("_entries", "clock", "miss_ttl_s", "size", "ttl_s")
 
     def __init__(self, size: int, ttl_s: float, miss_ttl_s: float, clock: Clock) -> None:
         self._entries: OrderedDict[str, tuple[float, V | None]] = OrderedDict()

@@ -101,7 +101,9 @@ class _RedisGets:
         self._keys, self._waiters, self._scheduled = [], [], False
         for start in range(0, len(keys_), MGET_MAX_KEYS):
             task = asyncio.ensure_future(
-                self._mget(keys_[start : start + MGET_MAX_KEYS], waiters[start : start + MGET_MAX_KEYS])
+                self._mget(
+                    keys_[start : start + MGET_MAX_KEYS], waiters[start : start + MGET_MAX_KEYS]
+                )
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -109,7 +111,7 @@ class _RedisGets:
     async def _mget(self, keys_: list[str], waiters: list[asyncio.Future[bytes | None]]) -> None:
         try:
             values = await self.redis.mget(keys_)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- handed to every waiter, which falls back
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
@@ -137,7 +139,9 @@ class LinkStore(Generic[V]):
         self.settings = settings
         self.prepare = prepare
         self.clock = clock
-        self.cache: LocalCache[V] = LocalCache(settings.cache_size, settings.cache_ttl_s, settings.miss_ttl_s, clock)
+        self.cache: LocalCache[V] = LocalCache(
+            settings.cache_size, settings.cache_ttl_s, settings.miss_ttl_s, clock
+        )
         self.tiers = [0] * len(_TIER_NAMES)
         self.invalidations = 0
         self._subscriber = subscriber or redis
@@ -172,7 +176,7 @@ class LinkStore(Generic[V]):
         value = self.cached(code)
         if value is MISSING:
             value = await self.fetch(code)
-        return None if value is None else value.link  # type: ignore[union-attr]
+        return None if value is None else value.link
 
     def _forget(self, code: str, done: asyncio.Future[V | None]) -> None:
         if self._inflight.get(code) is done:
@@ -192,7 +196,7 @@ class LinkStore(Generic[V]):
         if use_redis:
             try:
                 raw = await self._gets.get(key)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- any Redis failure: serve from Postgres
                 self._redis_failed("get", exc)
                 use_redis = False
             else:
@@ -201,13 +205,16 @@ class LinkStore(Generic[V]):
                     return None
                 if raw is not None and raw != INVALIDATED_MARKER:
                     try:
-                        record = LinkRecord.from_json(raw)
+                        cached = LinkRecord.from_json(raw)
                     except (ValueError, TypeError) as exc:
                         LOOKUP_ERRORS.labels(store="redis_decode").inc()
-                        log.warning("undecodable link record in Redis", extra={"code": code, "error": repr(exc)})
+                        log.warning(
+                            "undecodable link record in Redis",
+                            extra={"code": code, "error": repr(exc)},
+                        )
                     else:
                         self.tiers[REDIS] += 1
-                        return self.prepare(record)
+                        return self.prepare(cached)
         record = await self._select(code)
         self.tiers[NONE if record is None else POSTGRES] += 1
         if use_redis and raw != INVALIDATED_MARKER:
@@ -217,7 +224,7 @@ class LinkStore(Generic[V]):
     async def _select(self, code: str) -> LinkRecord | None:
         try:
             row = await self.pg.fetchrow(SELECT_LINK, code, timeout=5)
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
             LOOKUP_ERRORS.labels(store="postgres").inc()
             raise StoreUnavailable(f"postgres lookup failed: {exc!r}") from exc
         if row is None:
@@ -227,10 +234,14 @@ class LinkStore(Generic[V]):
     async def _write_back(self, key: str, record: LinkRecord | None) -> None:
         try:
             if record is None:
-                await self.redis.set(key, MISS_MARKER, px=int(self.settings.miss_ttl_s * 1000), nx=True)
+                await self.redis.set(
+                    key, MISS_MARKER, px=int(self.settings.miss_ttl_s * 1000), nx=True
+                )
             else:
-                await self.redis.set(key, record.to_json(), ex=self.settings.redis_link_ttl_s, nx=True)
-        except Exception as exc:
+                await self.redis.set(
+                    key, record.to_json(), ex=self.settings.redis_link_ttl_s, nx=True
+                )
+        except Exception as exc:  # noqa: BLE001 -- a write-back is optional; counted, logged
             self._redis_failed("write_back", exc)
 
     def _redis_failed(self, what: str, exc: Exception) -> None:
@@ -264,11 +275,14 @@ class LinkStore(Generic[V]):
                     pipe.publish(keys.INVALIDATE_CHANNEL, " ".join(codes))
                     await pipe.execute()
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- retried, then counted and logged
                 error = exc
                 await asyncio.sleep(0.05 * (attempt + 1))
         INVALIDATION_ERRORS.inc(len(codes))
-        log.error("could not publish invalidation", extra={"codes": codes[:20], "count": len(codes), "error": repr(error)})
+        log.error(
+            "could not publish invalidation",
+            extra={"codes": codes[:20], "count": len(codes), "error": repr(error)},
+        )
 
     def _drop(self, codes: Iterable[str]) -> None:
         self._epoch += 1
@@ -301,7 +315,7 @@ class LinkStore(Generic[V]):
                         self.invalidations += len(codes)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- the listener must outlive any Redis error
                 if not outage:
                     log.warning("invalidation channel lost; retrying", extra={"error": repr(exc)})
                 outage = True
@@ -310,8 +324,8 @@ class LinkStore(Generic[V]):
             finally:
                 try:
                     await pubsub.aclose()
-                except Exception:  # the connection is already gone
-                    pass
+                except Exception as exc:  # noqa: BLE001 -- the connection is already gone
+                    log.debug("pubsub close failed", extra={"error": repr(exc)})
 
     # ---- metrics ---------------------------------------------------------------------------
 
@@ -330,4 +344,3 @@ class LinkStore(Generic[V]):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.fold()
-

@@ -48,7 +48,8 @@ _PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
 MAX_LOCATION = 8192  # a merged Location longer than this is served without the request's query
 
 UNSAFE_TARGETS = Counter(
-    "linkedge_unsafe_targets_total", "Stored targets refused because they would not make a safe header"
+    "linkedge_unsafe_targets_total",
+    "Stored targets refused because they would not make a safe header",
 )
 
 # Statuses the handler answers; HotCounters counts by index into this tuple.
@@ -63,7 +64,9 @@ _PROBLEM_TYPE = b"application/problem+json"
 PROBLEM_TYPES = "https://linkedge.dev/problems/"  # the API's problem type URIs (edge.api.problems)
 
 
-def _problem(status: int, slug: str, title: str, detail: str, *extra: tuple[bytes, bytes]) -> Response:
+def _problem(
+    status: int, slug: str, title: str, detail: str, *extra: tuple[bytes, bytes]
+) -> Response:
     body = orjson.dumps(
         {"type": PROBLEM_TYPES + slug, "title": title, "status": status, "detail": detail}
     )
@@ -80,10 +83,18 @@ def _problem(status: int, slug: str, title: str, detail: str, *extra: tuple[byte
 NOT_FOUND = _problem(404, "not-found", "Not found", "No link has this code.")
 GONE = _problem(410, "gone", "Gone", "This link has expired.")
 METHOD_NOT_ALLOWED = _problem(
-    405, "method-not-allowed", "Method not allowed", "Short links answer GET and HEAD only.", (b"allow", b"GET, HEAD")
+    405,
+    "method-not-allowed",
+    "Method not allowed",
+    "Short links answer GET and HEAD only.",
+    (b"allow", b"GET, HEAD"),
 )
 UNAVAILABLE = _problem(
-    503, "unavailable", "Service unavailable", "The link store cannot be reached; try again shortly.", (b"retry-after", b"1")
+    503,
+    "unavailable",
+    "Service unavailable",
+    "The link store cannot be reached; try again shortly.",
+    (b"retry-after", b"1"),
 )
 
 
@@ -93,7 +104,12 @@ def _redirect(status: int, location: str, cache_control: bytes) -> Response:
         (b"cache-control", cache_control),
         (b"content-length", b"0"),
     ]
-    return {"type": "http.response.start", "status": status, "headers": headers}, _EMPTY_BODY, location, _SLOT[status]
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        _EMPTY_BODY,
+        location,
+        _SLOT[status],
+    )
 
 
 def safe_location(url: str | None) -> str | None:
@@ -106,7 +122,17 @@ def safe_location(url: str | None) -> str | None:
 class Target:
     """The answers of one link, built once when it enters the worker's cache."""
 
-    __slots__ = ("link", "main", "expired", "expires_at", "forward", "_base", "_fragment", "_own_names", "_cache_control")
+    __slots__ = (
+        "_base",
+        "_cache_control",
+        "_fragment",
+        "_own_names",
+        "expired",
+        "expires_at",
+        "forward",
+        "link",
+        "main",
+    )
 
     def __init__(self, link: LinkRecord, main: Response, expired: Response | None = None) -> None:
         self.link = link
@@ -125,7 +151,10 @@ class Target:
         location = safe_location(link.url)
         if location is None:
             UNSAFE_TARGETS.inc()
-            log.warning("stored target refused: not a safe header value", extra={"code": link.code, "link_id": link.id})
+            log.warning(
+                "stored target refused: not a safe header value",
+                extra={"code": link.code, "link_id": link.id},
+            )
             return cls(link, NOT_FOUND, NOT_FOUND)
         permanent = link.redirect_type in (301, 308)
         cache_control = b"public, max-age=%d" % permanent_max_age_s if permanent else _NO_STORE
@@ -134,7 +163,9 @@ class Target:
             expired_location = safe_location(link.expired_url)
             if expired_location is None:
                 UNSAFE_TARGETS.inc()
-                log.warning("stored expired_url refused", extra={"code": link.code, "link_id": link.id})
+                log.warning(
+                    "stored expired_url refused", extra={"code": link.code, "link_id": link.id}
+                )
             else:
                 expired = _redirect(302, expired_location, _NO_STORE)
         target = cls(link, _redirect(link.redirect_type, location, cache_control), expired)
@@ -156,7 +187,8 @@ class Target:
             query = quote(query, safe=_PRINTABLE.replace("#", ""))
         query = query.replace("#", "%23")
         extra = [
-            pair for pair in query.split("&")
+            pair
+            for pair in query.split("&")
             if pair and unquote_plus(pair.partition("=")[0]) not in self._own_names
         ]
         if not extra:
@@ -172,7 +204,7 @@ class Target:
 class HotCounters:
     """Served statuses as plain ints; ``fold`` (on the resources' timer) moves them to REDIRECTS."""
 
-    __slots__ = ("served", "_children")
+    __slots__ = ("_children", "served")
 
     def __init__(self) -> None:
         self.served = [0] * len(STATUSES)
@@ -224,9 +256,12 @@ class RedirectHandler:
                     await self.clicks.record_now(target.link, scope, location)
                 else:
                     self.clicks.record(target.link, scope, location)
-            except Exception:  # the recorder promises not to raise; a redirect never waits on it
+            except Exception:  # noqa: BLE001 -- the recorder promises not to raise; fail open
                 self._handoff_failed()
-        await self._send(response, method, send)
+        # _send, inlined: this is the path every served redirect takes
+        self.counters.served[response[3]] += 1
+        await send(response[0])
+        await send(response[1] if method != "HEAD" else _EMPTY_BODY)
 
     async def _send(self, response: Response, method: str, send: Send) -> None:
         self.counters.served[response[3]] += 1

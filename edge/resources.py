@@ -91,8 +91,11 @@ class Resources:
         )
         # The invalidation listener idles on its own connection; its read timeout is per call.
         subscriber = aioredis.Redis.from_url(
-            settings.redis_url.get(), socket_timeout=5, socket_connect_timeout=REDIS_TIMEOUT_S,
-            health_check_interval=5, retry=Retry(NoBackoff(), 0),
+            settings.redis_url.get(),
+            socket_timeout=5,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=5,
+            retry=Retry(NoBackoff(), 0),
         )
         pg = await asyncpg.create_pool(
             settings.database_url.get(),
@@ -154,7 +157,7 @@ class Resources:
             self._run_periodic()
             try:
                 await asyncio.wait_for(self.pg.close(), timeout=5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.pg.terminate()
             await self._subscriber.aclose()
             await self.redis.aclose()

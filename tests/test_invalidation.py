@@ -16,8 +16,12 @@ import pytest
 from edge.resources import Resources
 from linkedge.embedded import EmbeddedRedis
 from linkedge.settings import Settings
+from tests import test_redirect
 from tests.conftest import Db, Edge
-from tests.test_redirect import account_id, make_link  # noqa: F401  (fixtures)
+
+# The link-row fixtures of the redirect tests, used here too.
+account_id = test_redirect.account_id
+make_link = test_redirect.make_link
 
 LONG_TTL = {"CACHE_TTL_S": "600"}
 FRESH_REQUESTS = 60
@@ -29,7 +33,11 @@ def locations(edge: Edge, code: str, count: int = FRESH_REQUESTS) -> set[str | N
     for _ in range(count):
         with edge.client() as client:
             response = client.get(f"/{code}")
-            seen.add(response.headers.get("location") if response.status_code < 400 else str(response.status_code))
+            seen.add(
+                response.headers.get("location")
+                if response.status_code < 400
+                else str(response.status_code)
+            )
     return seen
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import unquote
 
 import httpx
@@ -73,7 +72,9 @@ def test_each_redirect_type_answers_with_its_status_and_cache_policy(
         assert response.headers["cache-control"] == NO_STORE
 
 
-def test_default_is_302_and_head_answers_like_get(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_default_is_302_and_head_answers_like_get(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     code = make_link("https://example.org/head")
     head = get(edge, f"/{code}", "HEAD")
     assert head.status_code == 302
@@ -92,7 +93,9 @@ def test_unknown_code_is_404_problem_json(edge: httpx.Client) -> None:
     assert head.status_code == 404 and head.content == b""
 
 
-def test_deleted_and_disabled_links_are_404(edge: httpx.Client, make_link: Callable[..., str], db: Db) -> None:
+def test_deleted_and_disabled_links_are_404(
+    edge: httpx.Client, make_link: Callable[..., str], db: Db
+) -> None:
     deleted = make_link(deleted_at=_ts(-60))
     disabled = make_link(disabled=True)
     for code in (deleted, disabled):
@@ -104,26 +107,34 @@ def test_deleted_and_disabled_links_are_404(edge: httpx.Client, make_link: Calla
 def _ts(offset_s: float) -> Any:
     import datetime
 
-    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset_s)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=offset_s)
 
 
-def test_expired_link_is_410_or_redirects_to_expired_url(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_expired_link_is_410_or_redirects_to_expired_url(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     gone = make_link(expires_at=_ts(-1))
     response = get(edge, f"/{gone}")
     assert response.status_code == 410
     assert response.headers["content-type"] == "application/problem+json"
 
-    elsewhere = make_link(redirect_type=301, expires_at=_ts(-1), expired_url="https://example.org/expired")
+    elsewhere = make_link(
+        redirect_type=301, expires_at=_ts(-1), expired_url="https://example.org/expired"
+    )
     response = get(edge, f"/{elsewhere}")
     assert response.status_code == 302
     assert response.headers["location"] == "https://example.org/expired"
     assert response.headers["cache-control"] == NO_STORE
 
-    live = make_link("https://example.org/live", expires_at=_ts(3600), expired_url="https://example.org/expired")
+    live = make_link(
+        "https://example.org/live", expires_at=_ts(3600), expired_url="https://example.org/expired"
+    )
     assert get(edge, f"/{live}").headers["location"] == "https://example.org/live"
 
 
-def test_link_expiring_while_cached_turns_410(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_link_expiring_while_cached_turns_410(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     code = make_link(expires_at=_ts(1.5))
     assert get(edge, f"/{code}").status_code == 302
     deadline = time.monotonic() + 15
@@ -133,18 +144,34 @@ def test_link_expiring_while_cached_turns_410(edge: httpx.Client, make_link: Cal
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_other_methods_are_405_with_allow(edge: httpx.Client, make_link: Callable[..., str], method: str) -> None:
+def test_other_methods_are_405_with_allow(
+    edge: httpx.Client, make_link: Callable[..., str], method: str
+) -> None:
     code = make_link()
-    response = edge.request(method, f"/{code}", content=b"x" if method in ("POST", "PUT", "PATCH") else None)
+    response = edge.request(
+        method, f"/{code}", content=b"x" if method in ("POST", "PUT", "PATCH") else None
+    )
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
     assert response.headers["content-type"] == "application/problem+json"
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/" + "a" * 65, "/a.b", "/a%20b", "/a%0d%0aSet-Cookie:x", "/%C3%A9t%C3%A9", "/a~b", "/a%2Fb"]
+    "path",
+    [
+        "/",
+        "/" + "a" * 65,
+        "/a.b",
+        "/a%20b",
+        "/a%0d%0aSet-Cookie:x",
+        "/%C3%A9t%C3%A9",
+        "/a~b",
+        "/a%2Fb",
+    ],
 )
-def test_bad_codes_are_404_without_a_lookup(edge: httpx.Client, redis_client: redis.Redis, path: str) -> None:
+def test_bad_codes_are_404_without_a_lookup(
+    edge: httpx.Client, redis_client: redis.Redis, path: str
+) -> None:
     response = get(edge, path)
     assert response.status_code == 404
     assert "location" not in response.headers
@@ -156,17 +183,25 @@ def test_bad_codes_are_404_without_a_lookup(edge: httpx.Client, redis_client: re
     assert redis_client.exists(keys.link(unquote(path[1:]))) == 0
 
 
-def test_code_of_64_characters_is_looked_up(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_code_of_64_characters_is_looked_up(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     code = make_link(code="A-_9" * 16)
     assert get(edge, f"/{code}").status_code == 302
 
 
-def test_forward_query_appends_the_request_parameters(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_forward_query_appends_the_request_parameters(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     code = make_link("https://example.org/p?a=1&utm_source=site#top", forward_query=True)
     response = get(edge, f"/{code}?b=2&a=9&utm_source=x&c=%20d")
     # The target's own parameters win; the others are appended before the fragment.
-    assert response.headers["location"] == "https://example.org/p?a=1&utm_source=site&b=2&c=%20d#top"
-    assert get(edge, f"/{code}").headers["location"] == "https://example.org/p?a=1&utm_source=site#top"
+    assert (
+        response.headers["location"] == "https://example.org/p?a=1&utm_source=site&b=2&c=%20d#top"
+    )
+    assert (
+        get(edge, f"/{code}").headers["location"] == "https://example.org/p?a=1&utm_source=site#top"
+    )
 
     bare = make_link("https://example.org/bare", forward_query=True, redirect_type=308)
     response = get(edge, f"/{bare}?q=1")
@@ -178,7 +213,9 @@ def test_forward_query_appends_the_request_parameters(edge: httpx.Client, make_l
     assert get(edge, f"/{plain}?q=1").headers["location"] == "https://example.org/plain"
 
 
-def test_forwarded_query_cannot_inject_header_bytes(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_forwarded_query_cannot_inject_header_bytes(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     code = make_link("https://example.org/p", forward_query=True)
     with httpx.Client(base_url=edge.base_url, timeout=10) as client:
         response = client.get(f"/{code}?x=%0d%0aSet-Cookie:%20a=b&y=\u00e9")
@@ -189,14 +226,18 @@ def test_forwarded_query_cannot_inject_header_bytes(edge: httpx.Client, make_lin
     assert location.startswith("https://example.org/p?x=%0d%0aSet-Cookie:%20a=b&y=")
 
 
-def test_stored_target_with_control_characters_is_refused(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_stored_target_with_control_characters_is_refused(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     code = make_link("https://example.org/\r\nSet-Cookie: a=b")
     response = get(edge, f"/{code}")
     assert response.status_code == 404
     assert "set-cookie" not in response.headers and "location" not in response.headers
 
 
-def test_non_ascii_target_is_percent_encoded(edge: httpx.Client, make_link: Callable[..., str]) -> None:
+def test_non_ascii_target_is_percent_encoded(
+    edge: httpx.Client, make_link: Callable[..., str]
+) -> None:
     code = make_link("https://xn--bcher-kva.example/caf\u00e9")
     assert get(edge, f"/{code}").headers["location"] == "https://xn--bcher-kva.example/caf%C3%A9"
 
@@ -294,7 +335,9 @@ def test_concurrent_lookups_share_fetches_and_redis_round_trips(
             mgets = _commandstat(redis_client, "mget")
             before = _lookups("redis")
             records = await asyncio.gather(*(second.links.lookup(code) for code in many))
-            assert [r.url for r in records if r is not None] == [f"https://example.org/{i}" for i in range(30)]
+            assert [r.url for r in records if r is not None] == [
+                f"https://example.org/{i}" for i in range(30)
+            ]
             second.links.fold()
             assert _lookups("redis") - before == 30
             assert _commandstat(redis_client, "mget") - mgets == 1  # one MGET for the whole tick

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -14,8 +15,12 @@ import pytest
 from linkedge.embedded import free_port
 from linkedge.serve import granian_argv, multiproc_dir
 from linkedge.settings import Settings
+from tests import test_redirect
 from tests.conftest import Edge, Process, wait_http
-from tests.test_redirect import account_id, make_link  # noqa: F401  (fixtures)
+
+# The link-row fixtures of the redirect tests, used here too.
+account_id = test_redirect.account_id
+make_link = test_redirect.make_link
 
 
 def children(pid: int) -> set[int]:
@@ -48,7 +53,9 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_stops_every_worker_after_its_lifespan_shutdown(start_edge: Callable[..., Edge], sig: int) -> None:
+def test_signal_stops_every_worker_after_its_lifespan_shutdown(
+    start_edge: Callable[..., Edge], sig: int
+) -> None:
     edge = start_edge(workers=2, LOG_LEVEL="INFO")
     wait_until(lambda: len(children(edge.process.pid)) >= 2)
     workers = children(edge.process.pid)
@@ -58,7 +65,9 @@ def test_signal_stops_every_worker_after_its_lifespan_shutdown(start_edge: Calla
     assert edge.process.output().count('"msg":"edge worker stopped"') == 2
 
 
-def test_a_killed_worker_is_respawned(start_edge: Callable[..., Edge], make_link: Callable[..., str]) -> None:
+def test_a_killed_worker_is_respawned(
+    start_edge: Callable[..., Edge], make_link: Callable[..., str]
+) -> None:
     edge = start_edge(workers=1)
     code = make_link("https://example.org/respawn")
     wait_until(lambda: len(children(edge.process.pid)) == 1)
@@ -82,7 +91,9 @@ def test_metrics_directory_is_wiped_and_redirects_are_counted(
     prom.mkdir()
     (prom / "counter_99999.db").write_bytes(b"stale samples of an earlier run")
     port = free_port()
-    proc = linkedge_process("edge", PORT=str(port), EDGE_WORKERS="1", PROMETHEUS_MULTIPROC_DIR=str(prom))
+    proc = linkedge_process(
+        "edge", PORT=str(port), EDGE_WORKERS="1", PROMETHEUS_MULTIPROC_DIR=str(prom)
+    )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     assert not (prom / "counter_99999.db").exists()
     code = make_link()
@@ -101,7 +112,7 @@ def test_metrics_directory_is_wiped_and_redirects_are_counted(
 def test_granian_flags_follow_the_settings(tmp_path: Path) -> None:
     settings = Settings(host="0.0.0.0", port=8123, edge_workers=3, log_level="WARNING")
     argv = granian_argv(settings, tmp_path / "log.json")
-    flags = dict(zip(argv, argv[1:]))
+    flags = dict(itertools.pairwise(argv))
     assert flags["--interface"] == "asgi" and flags["--factory"] == "edge.app:create_app"
     assert flags["--host"] == "0.0.0.0" and flags["--port"] == "8123" and flags["--workers"] == "3"
     assert flags["--loop"] == "uvloop" and flags["--http"] == "1"

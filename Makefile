@@ -12,14 +12,29 @@ RUN_STAMP   := $(VENV)/.installed-run
 DEV_STAMP   := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 REDIS_SERVER ?= $(shell command -v redis-server)
+PROMTOOL    := $(BIN)/promtool
+LOADTEST_ENV   ?= $(or $(LINKEDGE_HOME),.linkedge)/run.env
+LOADTEST_LINKS ?= 2000
+LOCUST_ARGS    ?=
 
-.PHONY: run test install dev clean reset
+.PHONY: run test install dev clean reset bench loadtest lock
 
 run: $(RUN_STAMP)
 	exec $(BIN)/linkedge up
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(PROMTOOL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(DEV_STAMP)  # redirect/API/pipeline figures vs bare Granian and nginx; needs wrk (see BENCHMARKS.md)
+	$(BIN)/python -m loadtest.bench.run
+
+loadtest: $(DEV_STAMP)  # short headless locust smoke run against the stack of `make run`
+	@test -f "$(LOADTEST_ENV)" || { echo "no $(LOADTEST_ENV): start the stack with make run first" >&2; exit 1; }
+	mkdir -p loadtest/reports
+	set -a; . "$(abspath $(LOADTEST_ENV))"; set +a; \
+	$(BIN)/python loadtest/seed.py --count $(LOADTEST_LINKS) && \
+	$(BIN)/locust --config loadtest/locust.conf --run-time 20s $(LOCUST_ARGS)
+	@echo "reports: loadtest/reports/linkedge.html and loadtest/reports/linkedge_*.csv"
 
 install: $(RUN_STAMP)
 dev: $(DEV_STAMP)
@@ -44,3 +59,19 @@ clean:
 
 reset:  # forget the local stack's data, ports and demo key (.linkedge/)
 	rm -rf .linkedge
+
+# promtool for tests/test_metrics_format.py: only the binary, unpacked from Debian's prometheus
+# package into the venv (no Prometheus server is installed or started). Without apt it is skipped.
+$(PROMTOOL): | $(BIN)/python
+	@tmp=$$(mktemp -d) && ( cd $$tmp && \
+	  { apt-get download prometheus >/dev/null 2>&1 || \
+	    { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus >/dev/null; }; } && \
+	  dpkg-deb -x prometheus_*.deb unpacked && cp unpacked/usr/bin/promtool $(abspath $@) ); \
+	rm -rf $$tmp; \
+	test -x $@ || echo "promtool unavailable: tests/test_metrics_format.py will be skipped" >&2
+
+lock:  # regenerate requirements.lock after changing [project] dependencies
+	rm -rf /tmp/linkedge-lock && $(PYTHON) -m venv /tmp/linkedge-lock
+	/tmp/linkedge-lock/bin/pip install --quiet .
+	(grep '^#' requirements.lock; /tmp/linkedge-lock/bin/pip freeze --exclude linkedge) > requirements.lock.new
+	mv requirements.lock.new requirements.lock

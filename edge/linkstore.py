@@ -38,6 +38,7 @@ INVALIDATED_MARKER = b"!"  # Redis value: edited just now; read Postgres, write 
 INVALIDATED_TTL_MS = 10_000  # longer than any Postgres read that could race an edit
 REDIS_RETRY_S = 1.0  # after a Redis error, lookups skip Redis this long
 MGET_MAX_KEYS = 512
+MGETS_IN_FLIGHT = 2  # per worker; more requests wait for one of them and share the next
 
 SELECT_LINK = """
 SELECT id, account_id, code, url, redirect_type,
@@ -77,7 +78,8 @@ V = TypeVar("V", bound=Prepared)
 
 
 class _RedisGets:
-    """``GET``s requested in one loop tick, sent as one ``MGET``."""
+    """``GET``s sent as ``MGET``s: those of one loop tick together, and while ``MGETS_IN_FLIGHT``
+    are out, the next ones wait and go together when one returns (bigger batches under load)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
@@ -91,22 +93,28 @@ class _RedisGets:
         waiter: asyncio.Future[bytes | None] = loop.create_future()
         self._keys.append(key)
         self._waiters.append(waiter)
-        if not self._scheduled:
+        if not self._scheduled and len(self._tasks) < MGETS_IN_FLIGHT:
             self._scheduled = True
             loop.call_soon(self._flush)
         return waiter
 
     def _flush(self) -> None:
-        keys_, waiters = self._keys, self._waiters
-        self._keys, self._waiters, self._scheduled = [], [], False
-        for start in range(0, len(keys_), MGET_MAX_KEYS):
-            task = asyncio.ensure_future(
-                self._mget(
-                    keys_[start : start + MGET_MAX_KEYS], waiters[start : start + MGET_MAX_KEYS]
-                )
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._scheduled = False
+        keys_, waiters = self._keys[:MGET_MAX_KEYS], self._waiters[:MGET_MAX_KEYS]
+        del self._keys[:MGET_MAX_KEYS], self._waiters[:MGET_MAX_KEYS]
+        task = asyncio.ensure_future(self._mget(keys_, waiters))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        self._schedule_more()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._schedule_more()
+
+    def _schedule_more(self) -> None:
+        if self._keys and not self._scheduled and len(self._tasks) < MGETS_IN_FLIGHT:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _mget(self, keys_: list[str], waiters: list[asyncio.Future[bytes | None]]) -> None:
         try:

@@ -46,7 +46,7 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import Click, ClickIds, counter_field, encode
+from linkedge.events import ClickIds, counter_field, encode_fields, utc_day
 from linkedge.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,13 @@ CLOSE_FLUSH_S = 5.0  # retrying Redis on close before spooling the rest
 UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"})
 REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
 
+BUILD_CHUNK = 256  # records built between two yields of the flush task to the loop (~1 ms)
+AGENTS_CACHED = 4096  # distinct user agents remembered (decoded, classified); cleared when full
+
 # What record() keeps per click: time, link, ASGI scope, Location served.
 Record = tuple[float, LinkRecord, dict[str, Any], str]
+# Clicks of one batch by counter: (link id, day, bot) -> clicks.
+Counts = dict[tuple[int, str, bool], int]
 
 
 class ClickRecorder:
@@ -111,6 +116,8 @@ class ClickRecorder:
         self._replay: Any = None  # iterator over the claimed file's batches
         self._replay_head: Batch | None = None
         self._dropping = 0  # clicks dropped in the current episode; 0 when none
+        self._agents: dict[bytes, tuple[str, str]] = {}  # raw User-Agent -> (decoded, GET reason)
+        self._second, self._day = -1, ""  # the UTC day of the last second seen
 
     # ---- the request side ------------------------------------------------------------------
     def record(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
@@ -231,7 +238,7 @@ class ClickRecorder:
                 log.exception("click flush tick failed")
 
     async def _tick(self) -> None:
-        self._build_pending()
+        await self._build_pending_in_chunks()
         self._limit_memory()
         if time.monotonic() >= self._retry_at:
             while self._batches and not self._stopping:
@@ -248,70 +255,123 @@ class ClickRecorder:
             records, self._pending = self._pending, []
             self._hold(self._build(records))
 
+    async def _build_pending_in_chunks(self) -> None:
+        """``_build_pending`` for the flush task: ``BUILD_CHUNK`` records at a time, yielding to
+        the loop in between, so that requests keep being answered while a big flush is built."""
+        records, self._pending = self._pending, []
+        counts: Counts = {}
+        events: list[bytes] = []
+        done = in_batch = 0
+        try:
+            while done < len(records):
+                if done:
+                    await asyncio.sleep(0)
+                n = min(BUILD_CHUNK, self._batch_size - in_batch, len(records) - done)
+                self._fill(records[done : done + n], counts, events)
+                done += n
+                in_batch += n
+                if in_batch == self._batch_size:
+                    self._hold_built(counts, events)
+                    counts, events, in_batch = {}, [], 0
+        finally:  # cancelled between chunks too: what was built is held, the rest rebuilt later
+            self._hold_built(counts, events)
+            if done < len(records):
+                self._pending[:0] = records[done:]
+
     def _hold(self, batches: list[Batch]) -> None:
         self._batches.extend(batches)
         self._batched_events += sum(len(batch.events) for batch in batches)
 
+    def _hold_built(self, counts: Counts, events: list[bytes]) -> None:
+        if events:
+            self._hold([self._batch(counts, events)])
+
     def _build(self, records: list[Record]) -> list[Batch]:
         batches = []
-        last_second, day = -1, ""
         for start in range(0, len(records), self._batch_size):
-            counters: dict[str, int] = {}
+            counts: Counts = {}
             events: list[bytes] = []
-            for ts, link, scope, location in records[start : start + self._batch_size]:
-                try:
-                    click = self._click(ts, link, scope, location)
-                    event = encode(click)
-                except Exception:
-                    log.exception("click event could not be built", extra={"code": link.code})
-                    self._drop(1, "invalid")
-                    continue
-                second = click.ts_ms // 1000
-                if second != last_second:
-                    last_second, day = second, click.day
-                field = counter_field(click.link_id, day, click.bot != bots.HUMAN)
-                counters[field] = counters.get(field, 0) + 1
-                events.append(event)
+            self._fill(records[start : start + self._batch_size], counts, events)
             if events:
-                shard, self._shard = self._shard, (self._shard + 1) % self.settings.click_shards
-                batches.append(Batch(uuid.uuid4().hex, shard, counters, events))
+                batches.append(self._batch(counts, events))
         return batches
 
-    def _click(self, ts: float, link: LinkRecord, scope: dict[str, Any], location: str) -> Click:
-        user_agent = referer = language = host = ""
-        forwarded: list[str] = []
-        prefetch = False
-        for name, value in scope.get("headers") or ():
-            if name == b"user-agent":
-                user_agent = value.decode("utf-8", "replace")[: bots.USER_AGENT_MAX]
-            elif name == b"referer":
-                referer = value.decode("utf-8", "replace")[:REFERER_MAX]
-            elif name == b"accept-language":
-                language = value.decode("latin-1")[:FIELD_MAX]
-            elif name == b"host":
-                host = value.decode("latin-1")[:FIELD_MAX]
-            elif name == b"x-forwarded-for":
-                forwarded.append(value.decode("latin-1"))
-            elif name in bots.PREFETCH_HEADER_NAMES:
-                prefetch = prefetch or bots.is_prefetch(name.decode(), value.decode("latin-1"))
-        client = scope.get("client")
-        peer = str(client[0]) if client else ""
-        ts_ms = int(ts * 1000)
-        return Click(
-            id=self._ids.new(ts_ms),
-            ts_ms=ts_ms,
-            link_id=link.id,
-            account_id=link.account_id,
-            code=link.code,
-            target=location,
-            ip=client_ip(peer, forwarded, self._trusted),
-            user_agent=user_agent,
-            referer=referer,
-            accept_language=language,
-            host=host,
-            utm=utm_params(scope.get("query_string") or b""),
-            bot=bots.reason(scope.get("method", "GET"), user_agent, prefetch=prefetch),
-        )
+    def _batch(self, counts: Counts, events: list[bytes]) -> Batch:
+        shard, self._shard = self._shard, (self._shard + 1) % self.settings.click_shards
+        counters = {counter_field(*key): n for key, n in counts.items()}
+        return Batch(uuid.uuid4().hex, shard, counters, events)
+
+    def _fill(self, records: list[Record], counts: Counts, events: list[bytes]) -> None:
+        """Encode the events of ``records`` into ``events`` and count them into ``counts``.
+
+        The per-click path of the worker: one pass over the headers, the user agent decoded and
+        classified once per distinct value, the event bytes straight from the values
+        (``events.encode_fields``, no ``Click``), the day once per second.
+        """
+        new_id = self._ids.new
+        agents = self._agents
+        trusted = self._trusted
+        second, day = self._second, self._day
+        for ts, link, scope, location in records:
+            try:
+                agent = referer = language = host = b""
+                forwarded: list[str] = []
+                prefetch = False
+                for name, value in scope.get("headers") or ():
+                    if name == b"user-agent":
+                        agent = value
+                    elif name == b"accept-language":
+                        language = value
+                    elif name == b"host":
+                        host = value
+                    elif name == b"referer":
+                        referer = value
+                    elif name == b"x-forwarded-for":
+                        forwarded.append(value.decode("latin-1"))
+                    elif name in bots.PREFETCH_HEADER_NAMES:
+                        prefetch = prefetch or bots.is_prefetch(
+                            name.decode(), value.decode("latin-1")
+                        )
+                known = agents.get(agent)
+                if known is None:
+                    if len(agents) >= AGENTS_CACHED:
+                        agents.clear()
+                    user_agent = agent.decode("utf-8", "replace")[: bots.USER_AGENT_MAX]
+                    known = agents[agent] = (user_agent, bots.reason("GET", user_agent))
+                user_agent, bot = known
+                method = scope.get("method", "GET")
+                if method != "GET" or prefetch:
+                    bot = bots.reason(method, user_agent, prefetch=prefetch)
+                client = scope.get("client")
+                peer = str(client[0]) if client else ""
+                query = scope.get("query_string")
+                ts_ms = int(ts * 1000)
+                if ts_ms // 1000 != second:
+                    second = ts_ms // 1000
+                    day = self._day = utc_day(ts_ms)
+                    self._second = second
+                event = encode_fields(
+                    new_id(ts_ms),
+                    ts_ms,
+                    link.id,
+                    link.account_id,
+                    link.code,
+                    location,
+                    client_ip(peer, forwarded, trusted) if forwarded else peer,
+                    user_agent,
+                    referer.decode("utf-8", "replace")[:REFERER_MAX] if referer else "",
+                    language.decode("latin-1")[:FIELD_MAX] if language else "",
+                    host.decode("latin-1")[:FIELD_MAX] if host else "",
+                    utm_params(query) if query else {},
+                    bot,
+                )
+            except Exception:
+                log.exception("click event could not be built", extra={"code": link.code})
+                self._drop(1, "invalid")
+                continue
+            events.append(event)
+            key = (link.id, day, bot != bots.HUMAN)
+            counts[key] = counts.get(key, 0) + 1
 
     async def _send(self, batch: Batch) -> bool:
         """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -42,26 +41,67 @@ class Click:
     @property
     def day(self) -> str:
         """The UTC day ``YYYYMMDD`` the click counts towards, in Postgres and ClickHouse alike."""
-        return time.strftime("%Y%m%d", time.gmtime(self.ts_ms // 1000))
+        return utc_day(self.ts_ms)
+
+
+def utc_day(ts_ms: int) -> str:
+    """The UTC day ``YYYYMMDD`` of a Unix epoch millisecond time."""
+    return time.strftime("%Y%m%d", time.gmtime(ts_ms // 1000))
 
 
 def encode(click: Click) -> bytes:
+    return encode_fields(
+        click.id,
+        click.ts_ms,
+        click.link_id,
+        click.account_id,
+        click.code,
+        click.target,
+        click.ip,
+        click.user_agent,
+        click.referer,
+        click.accept_language,
+        click.host,
+        click.utm,
+        click.bot,
+    )
+
+
+def encode_fields(
+    click_id: str,
+    ts_ms: int,
+    link_id: int,
+    account_id: int,
+    code: str,
+    target: str,
+    ip: str,
+    user_agent: str,
+    referer: str,
+    accept_language: str,
+    host: str,
+    utm: dict[str, str],
+    bot: str,
+) -> bytes:
+    """``encode(Click(...))`` without building the ``Click``: the edge's per-click path.
+
+    Positional, in ``Click``'s field order; the bytes are identical to ``encode``'s.
+    """
     return orjson.dumps(
         {
             "v": VERSION,
-            "id": click.id,
-            "ts": click.ts_ms,
-            "l": click.link_id,
-            "a": click.account_id,
-            "c": click.code,
-            "t": click.target,
-            "ip": click.ip,
-            "ua": click.user_agent,
-            "r": click.referer,
-            "al": click.accept_language,
-            "h": click.host,
-            "q": click.utm,
-            "b": click.bot,
+            "id": click_id,
+            "ts": ts_ms,
+            "l": link_id,
+            "a": account_id,
+            "c": code,
+            "t": target,
+            "ip": ip,
+            "ua": user_agent,
+            "r": referer,
+            "al": accept_language,
+            "h": host,
+            "q": utm,
+            "b": bot,
         }
     )
 
@@ -72,7 +112,9 @@ def decode(raw: bytes | str) -> Click:
     except orjson.JSONDecodeError as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("v") != VERSION:
-        raise EventDecodeError(f"unknown event version: {data.get('v') if isinstance(data, dict) else data!r}")
+        raise EventDecodeError(
+            f"unknown event version: {data.get('v') if isinstance(data, dict) else data!r}"
+        )
     try:
         return Click(
             id=str(data["id"]),
@@ -106,6 +148,11 @@ def parse_counter_field(field: bytes | str) -> tuple[int, str, bool]:
     return int(link_id), day, kind == "b"
 
 
+_MASK_40 = (1 << 40) - 1
+_MASK_74 = (1 << 74) - 1
+_UUID_FORMAT = "%08x-%04x-%04x-%04x-%012x"
+
+
 class ClickIds:
     """UUIDv7 generator: 48-bit millisecond time, then a per-process random base plus a counter.
 
@@ -113,27 +160,26 @@ class ClickIds:
     process) and time-ordered within a millisecond.
     """
 
-    __slots__ = ("_counter", "_base")
+    __slots__ = ("_base", "_counter")
 
     def __init__(self) -> None:
         self._counter = 0
-        self._base = int.from_bytes(os.urandom(10), "big") & ((1 << 74) - 1)
+        self._base = int.from_bytes(os.urandom(10), "big") & _MASK_74
 
     def new(self, ts_ms: int) -> str:
-        self._counter = (self._counter + 1) & ((1 << 40) - 1)
-        rand = (self._base + self._counter) & ((1 << 74) - 1)
-        rand_a = rand >> 62  # 12 bits
-        rand_b = rand & ((1 << 62) - 1)
-        value = (
-            ((ts_ms & ((1 << 48) - 1)) << 80)
-            | (0x7 << 76)
-            | (rand_a << 64)
-            | (0b10 << 62)
-            | rand_b
+        counter = self._counter = (self._counter + 1) & _MASK_40
+        rand = (self._base + counter) & _MASK_74
+        # The five groups of the canonical form, straight from ints (uuid.UUID costs ~3 us):
+        # 48-bit time | version 7, 12 random bits | variant 0b10, 14 random bits | 48 random bits.
+        return _UUID_FORMAT % (
+            (ts_ms >> 16) & 0xFFFFFFFF,
+            ts_ms & 0xFFFF,
+            0x7000 | (rand >> 62),
+            0x8000 | ((rand >> 48) & 0x3FFF),
+            rand & 0xFFFFFFFFFFFF,
         )
-        return str(uuid.UUID(int=value))
 
     def reseed(self) -> None:
         """Call in a forked child so that two workers never share a base."""
-        self._base = int.from_bytes(os.urandom(10), "big") & ((1 << 74) - 1)
+        self._base = int.from_bytes(os.urandom(10), "big") & _MASK_74
         self._counter = 0

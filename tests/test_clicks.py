@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from edge.clicks import FLUSH_SCRIPT, ClickRecorder, client_ip, utm_params
+from edge.clicks import BUILD_CHUNK, FLUSH_SCRIPT, ClickRecorder, client_ip, utm_params
 from edge.records import LinkRecord
 from edge.spool import Batch, Spool
 from linkedge import keys
@@ -375,6 +375,62 @@ def test_retry_after_lost_reply_is_a_noop(click_settings: Settings, db9_url: str
 
     clicks, counts = asyncio.run(go())
     assert len(clicks) == 1 and sum(counts.values()) == 1
+
+
+# ---- building in chunks ----------------------------------------------------------------------------
+def test_a_big_flush_is_built_in_chunks_that_let_requests_through(
+    click_settings: Settings, db9_url: str
+) -> None:
+    """The flush task yields to the loop between chunks of BUILD_CHUNK records; batches still split
+    at CLICK_FLUSH_MAX_EVENTS, and clicks recorded meanwhile wait for the next build."""
+    settings = click_settings.replace(click_flush_interval_ms=60_000, click_flush_max_events=1000)
+    link = make_link()
+    total = 3 * BUILD_CHUNK * 2 + 7
+
+    async def go() -> tuple[list[int], int, int]:
+        rec = ClickRecorder(settings, client_for(db9_url))
+        for _ in range(total):
+            rec.record(link, make_scope(), "https://example.com/x")
+        ran_during_build: list[int] = []
+
+        def meanwhile() -> None:  # what a request does while the flush task builds
+            ran_during_build.append(len(rec._batches))
+            rec.record(link, make_scope(), "https://example.com/late")
+
+        asyncio.get_running_loop().call_soon(meanwhile)
+        await rec._build_pending_in_chunks()
+        sizes = [len(batch.events) for batch in rec._batches]
+        assert ran_during_build == [0]  # it ran after the first chunk, before any batch was held
+        return sizes, len(rec._pending), rec._batched_events
+
+    sizes, pending, batched = asyncio.run(go())
+    assert sizes == [1000, total - 1000]
+    assert batched == total and pending == 1
+
+
+def test_a_cancelled_chunked_build_keeps_every_click(
+    click_settings: Settings, db9_url: str
+) -> None:
+    settings = click_settings.replace(click_flush_interval_ms=60_000)
+    link = make_link()
+    total = 2 * BUILD_CHUNK + 3
+
+    async def go() -> tuple[int, int, int]:
+        rec = ClickRecorder(settings, client_for(db9_url))
+        for _ in range(total):
+            rec.record(link, make_scope(), "https://example.com/x")
+        task = asyncio.create_task(rec._build_pending_in_chunks())
+        await asyncio.sleep(0)  # the task builds its first chunk and yields
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        held = rec._batched_events
+        pending = len(rec._pending)
+        rec._build_pending()  # what close() does with the rest
+        return held, pending, rec._batched_events
+
+    held, pending, after = asyncio.run(go())
+    assert held == BUILD_CHUNK and pending == total - BUILD_CHUNK and after == total
 
 
 # ---- shutdown and synchronous mode ----------------------------------------------------------------

@@ -161,11 +161,14 @@ class StreamReader:
             )
 
     async def settle(self, done: Iterable[Entry], dead: Iterable[Entry]) -> None:
-        """XACK ``done``; move ``dead`` to the dead-letter stream (XADD, XACK); a MULTI a shard."""
+        """XACK ``done``; move ``dead`` to the dead-letter stream (XADD, XACK); one pipeline a shard."""
         done_by, dead_by = _by_shard(done), _by_shard_entries(dead)
         for shard in sorted(set(done_by) | set(dead_by)):
             stream = keys.clicks_stream(shard)
-            async with self.redis.pipeline(transaction=True) as pipe:
+            # On Redis Cluster, redis-py's asyncio transaction pipeline runs queued commands
+            # through asyncio.run() and fails inside a running loop; there the dead-letter XADD and
+            # the XACK go as a plain pipeline (a crash in between only repeats a dead letter).
+            async with self.redis.pipeline(transaction=not self.cluster) as pipe:
                 for entry in dead_by.get(shard, []):
                     fields = {**entry.fields, b"id": entry.id}
                     pipe.xadd(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import ipaddress
 import logging
 import random
@@ -80,6 +81,9 @@ REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
 
 BUILD_CHUNK = 256  # records built between two yields of the flush task to the loop (~1 ms)
 AGENTS_CACHED = 4096  # distinct user agents remembered (decoded, classified); cleared when full
+
+# The worker's garbage collector thresholds (see settle_gc); CPython's defaults are (700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 10)
 
 # What record() keeps per click: time, link, ASGI scope, Location served.
 Record = tuple[float, LinkRecord, dict[str, Any], str]
@@ -177,6 +181,7 @@ class ClickRecorder:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        settle_gc()
         self._ids.reseed()  # two workers never share an id base, whatever started them
         bots.warm()
         self._task = asyncio.create_task(self._run(), name="click-flush")
@@ -490,6 +495,29 @@ class ClickRecorder:
         if self._dropping:
             log.warning("clicks dropped in this episode", extra={"clicks": self._dropping})
             self._dropping = 0
+
+
+_gc_settled = False
+
+
+def settle_gc() -> None:
+    """Set up the worker's garbage collector for a recorder; once per process, after start-up.
+
+    The recorder holds each served request's ASGI scope (a few containers) until the next flush.
+    With CPython's default thresholds a young collection runs every 700 allocations, finds those
+    scopes alive and promotes them; under load the promotions then trigger a full collection about
+    every second, walking every object of the worker (~120k with 10k links cached): 70-130 ms with
+    the loop stopped, the hot path's p99. ``gc.freeze()`` takes what start-up built out of every
+    later collection, and a 50,000-allocation young threshold lets held scopes die before a
+    collection sees them. Cyclic garbage is still collected, in fewer, larger young collections.
+    """
+    global _gc_settled
+    if _gc_settled:
+        return
+    _gc_settled = True
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _networks(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import subprocess
 import sys
@@ -27,7 +28,14 @@ from prometheus_client import REGISTRY
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from edge.clicks import BUILD_CHUNK, FLUSH_SCRIPT, ClickRecorder, client_ip, utm_params
+from edge.clicks import (
+    BUILD_CHUNK,
+    FLUSH_SCRIPT,
+    GC_THRESHOLDS,
+    ClickRecorder,
+    client_ip,
+    utm_params,
+)
 from edge.records import LinkRecord
 from edge.spool import Batch, Spool
 from linkedge import keys
@@ -431,6 +439,15 @@ def test_a_cancelled_chunked_build_keeps_every_click(
 
     held, pending, after = asyncio.run(go())
     assert held == BUILD_CHUNK and pending == total - BUILD_CHUNK and after == total
+
+
+def test_start_settles_the_garbage_collector(click_settings: Settings, db9_url: str) -> None:
+    async def go() -> None:
+        async with recorder(click_settings, db9_url):
+            pass
+
+    asyncio.run(go())
+    assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
 
 
 # ---- shutdown and synchronous mode ----------------------------------------------------------------

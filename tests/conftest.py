@@ -214,6 +214,19 @@ def wait_http(url: str, proc: Process, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} not up within {timeout}s:\n{proc.output()[-4000:]}")
 
 
+def wait_workers(proc: Process, workers: int, timeout: float = 30.0) -> None:
+    """Wait until Granian logged every worker as started: /healthz answers as soon as one is, and a
+    signal that reaches a worker still booting is lost (it is killed after the kill timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.output().count('"msg":"Started worker-') >= workers:
+            return
+        if proc.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"not all {workers} edge workers started:\n{proc.output()[-4000:]}")
+
+
 @dataclasses.dataclass
 class Edge:
     url: str
@@ -246,6 +259,7 @@ def start_edge(linkedge_process: Callable[..., Process], tmp_path: Path) -> Call
 
     def start(workers: int = 2, **env: str) -> Edge:
         port = free_port()
+        env.setdefault("LOG_LEVEL", "INFO")  # Granian logs "Started worker-N" at info
         proc = linkedge_process(
             "edge",
             PORT=str(port),
@@ -255,6 +269,7 @@ def start_edge(linkedge_process: Callable[..., Process], tmp_path: Path) -> Call
         )
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", proc)
+        wait_workers(proc, workers)
         return Edge(url=url, process=proc, workers=workers)
 
     return start
@@ -266,11 +281,12 @@ def shared_edge(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Ite
     tmp = tmp_path_factory.mktemp("shared-edge")
     port = free_port()
     env = stores.env(PORT=str(port), EDGE_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"),
-                     CLICK_SPOOL_DIR=str(tmp / "spool"))
+                     CLICK_SPOOL_DIR=str(tmp / "spool"), LOG_LEVEL="INFO")
     proc = Process([sys.executable, "-m", "linkedge.cli", "edge"], env, tmp / "edge.log")
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", proc)
+        wait_workers(proc, 2)
         yield Edge(url=url, process=proc, workers=2)
     finally:
         proc.stop()

@@ -34,6 +34,7 @@ from edge.clicks import (
     GC_THRESHOLDS,
     ClickRecorder,
     client_ip,
+    flush_args,
     utm_params,
 )
 from edge.records import LinkRecord
@@ -334,35 +335,27 @@ def test_utm_params() -> None:
 
 # ---- idempotence --------------------------------------------------------------------------------
 def test_replayed_flush_id_is_not_applied_twice(db9_url: str) -> None:
-    async def go() -> tuple[list[Any], int, dict[Any, Any]]:
+    async def go() -> tuple[list[Any], list[bytes], dict[Any, Any]]:
         client = client_for(db9_url)
         await client.flushdb()
         script = client.register_script(FLUSH_SCRIPT)
         flush_id = uuid.uuid4().hex
         run_keys = [keys.counts(2), keys.clicks_stream(2), keys.flush_marker(2, flush_id)]
-        args: list[Any] = [
-            keys.FLUSH_MARKER_TTL_S,
-            2,
-            "5:20260101:h",
-            2,
-            "5:20260101:b",
-            1,
-            b'{"a":1}',
-            b'{"a":2}',
-            b'{"a":3}',
-        ]
+        events = [b'{"a":1}', b'{"a":"two\\nlines \\u2028"}', b'{"a":3}']
+        batch = Batch(flush_id, 2, {"5:20260101:h": 2, "5:20260101:b": 1}, events)
+        args = flush_args(batch)
         results = [await script(keys=run_keys, args=args), await script(keys=run_keys, args=args)]
         other = uuid.uuid4().hex  # a different flush id is a different flush
         results.append(await script(keys=[*run_keys[:2], keys.flush_marker(2, other)], args=args))
-        length = await client.xlen(keys.clicks_stream(2))
+        entries = [fields[b"e"] for _id, fields in await client.xrange(keys.clicks_stream(2))]
         counts = await client.hgetall(keys.counts(2))
         assert 0 < await client.ttl(run_keys[2]) <= keys.FLUSH_MARKER_TTL_S
         await client.aclose()
-        return results, length, counts
+        return results, entries, counts
 
-    results, length, counts = asyncio.run(go())
+    results, entries, counts = asyncio.run(go())
     assert results == [1, 0, 1]
-    assert length == 6
+    assert entries == 2 * [b'{"a":1}', b'{"a":"two\\nlines \\u2028"}', b'{"a":3}']
     assert counts == {b"5:20260101:h": b"4", b"5:20260101:b": b"2"}
 
 

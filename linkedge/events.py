@@ -50,21 +50,32 @@ def utc_day(ts_ms: int) -> str:
 
 
 def encode(click: Click) -> bytes:
-    return encode_fields(
-        click.id,
-        click.ts_ms,
-        click.link_id,
-        click.account_id,
-        click.code,
-        click.target,
-        click.ip,
-        click.user_agent,
-        click.referer,
-        click.accept_language,
-        click.host,
-        click.utm,
-        click.bot,
+    return orjson.dumps(
+        {
+            "v": VERSION,
+            "id": click.id,
+            "ts": click.ts_ms,
+            "l": click.link_id,
+            "a": click.account_id,
+            "c": click.code,
+            "t": click.target,
+            "ip": click.ip,
+            "ua": click.user_agent,
+            "r": click.referer,
+            "al": click.accept_language,
+            "h": click.host,
+            "q": click.utm,
+            "b": click.bot,
+        }
     )
+
+
+# encode()'s output with every value's own orjson encoding in its place (orjson writes compact
+# JSON in dict order: these bytes are what it writes around the values).
+_TEMPLATE = (
+    b'{"v":%d,"id":%b,"ts":%d,"l":%d,"a":%d,"c":%b,"t":%b,"ip":%b,"ua":%b,"r":%b,"al":%b,'
+    b'"h":%b,"q":%b,"b":%b}'
+)
 
 
 def encode_fields(
@@ -84,25 +95,27 @@ def encode_fields(
 ) -> bytes:
     """``encode(Click(...))`` without building the ``Click``: the edge's per-click path.
 
-    Positional, in ``Click``'s field order; the bytes are identical to ``encode``'s.
+    Positional, in ``Click``'s field order; the bytes are identical to ``encode``'s. Each string
+    is encoded by orjson on its own and the event is put together by one ``%``: the result is
+    allocated at its exact size. ``orjson.dumps`` of the whole dict over-allocates its output and
+    shrinks it, which costs ~4 us more per event when thousands of them are kept for a batch.
     """
-    return orjson.dumps(
-        {
-            "v": VERSION,
-            "id": click_id,
-            "ts": ts_ms,
-            "l": link_id,
-            "a": account_id,
-            "c": code,
-            "t": target,
-            "ip": ip,
-            "ua": user_agent,
-            "r": referer,
-            "al": accept_language,
-            "h": host,
-            "q": utm,
-            "b": bot,
-        }
+    dumps = orjson.dumps
+    return _TEMPLATE % (
+        VERSION,
+        dumps(click_id),
+        ts_ms,
+        link_id,
+        account_id,
+        dumps(code),
+        dumps(target),
+        dumps(ip),
+        dumps(user_agent),
+        dumps(referer),
+        dumps(accept_language),
+        dumps(host),
+        dumps(utm),
+        dumps(bot),
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 
+import orjson
 import pytest
 
 from linkedge import events
@@ -63,6 +65,42 @@ def test_encode_fields_is_byte_identical_to_encode(click: Click) -> None:
     fields = [getattr(click, field) for field in Click.__slots__]
     assert encode_fields(*fields) == encode(click)
     assert decode(encode_fields(*fields)) == click
+
+
+def test_encode_fields_is_byte_identical_on_random_values() -> None:
+    rng = random.Random(7)
+    alphabet = "aZ09 \"\\/\x00\x01\x1f\x7f\n\r\t\u00e9\u2028\u2029\ufeff\U0001f600<>&'"
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+
+    for _ in range(500):
+        click = Click(
+            id=text(),
+            ts_ms=rng.randrange(-(2**63), 2**63),
+            link_id=rng.randrange(0, 2**63),
+            account_id=rng.randrange(-(2**31), 2**31),
+            code=text(),
+            target=text(),
+            ip=text(),
+            user_agent=text(),
+            referer=text(),
+            accept_language=text(),
+            host=text(),
+            utm={text(): text() for _ in range(rng.randrange(0, 3))},
+            bot=text(),
+        )
+        fields = [getattr(click, field) for field in Click.__slots__]
+        assert encode_fields(*fields) == encode(click)
+
+
+def test_encode_fields_refuses_what_encode_refuses() -> None:
+    fields = [getattr(CLICKS[0], field) for field in Click.__slots__]
+    fields[7] = "lone surrogate \ud800"  # not encodable as UTF-8
+    with pytest.raises(orjson.JSONEncodeError):
+        encode_fields(*fields)
+    with pytest.raises(orjson.JSONEncodeError):
+        encode(Click(*fields))
 
 
 def test_encode_fields_takes_click_fields_in_declaration_order() -> None:

@@ -47,7 +47,7 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import ClickIds, counter_field, encode_fields, utc_day
+from linkedge.events import ClickIds, counter_field, encode_head, encode_tail, utc_day
 from linkedge.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "u
 REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
 
 BUILD_CHUNK = 256  # records built between two yields of the flush task to the loop (~1 ms)
-AGENTS_CACHED = 4096  # distinct user agents remembered (decoded, classified); cleared when full
+TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
 
 # The worker's garbage collector thresholds (see settle_gc); CPython's defaults are (700, 10, 10).
 GC_THRESHOLDS = (50_000, 20, 10)
@@ -121,7 +121,7 @@ class ClickRecorder:
         self._replay: Any = None  # iterator over the claimed file's batches
         self._replay_head: Batch | None = None
         self._dropping = 0  # clicks dropped in the current episode; 0 when none
-        self._agents: dict[bytes, tuple[str, str]] = {}  # raw User-Agent -> (decoded, GET reason)
+        self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}  # see _fill
         self._second, self._day = -1, ""  # the UTC day of the last second seen
 
     # ---- the request side ------------------------------------------------------------------
@@ -310,12 +310,13 @@ class ClickRecorder:
     def _fill(self, records: list[Record], counts: Counts, events: list[bytes]) -> None:
         """Encode the events of ``records`` into ``events`` and count them into ``counts``.
 
-        The per-click path of the worker: one pass over the headers, the user agent decoded and
-        classified once per distinct value, the event bytes straight from the values
-        (``events.encode_fields``, no ``Click``), the day once per second.
+        The per-click path of the worker: one pass over the headers; what the headers, method and
+        query decide (bot reason, and the event's second half, ``events.encode_tail``) once per
+        distinct set of them; the first half (``encode_head``) per click, no ``Click``; the day
+        once per second.
         """
         new_id = self._ids.new
-        agents = self._agents
+        tails = self._tails
         trusted = self._trusted
         second, day = self._second, self._day
         for ts, link, scope, location in records:
@@ -338,46 +339,41 @@ class ClickRecorder:
                         prefetch = prefetch or bots.is_prefetch(
                             name.decode(), value.decode("latin-1")
                         )
-                known = agents.get(agent)
-                if known is None:
-                    if len(agents) >= AGENTS_CACHED:
-                        agents.clear()
-                    user_agent = agent.decode("utf-8", "replace")[: bots.USER_AGENT_MAX]
-                    known = agents[agent] = (user_agent, bots.reason("GET", user_agent))
-                user_agent, bot = known
                 method = scope.get("method", "GET")
-                if method != "GET" or prefetch:
-                    bot = bots.reason(method, user_agent, prefetch=prefetch)
+                query = scope.get("query_string")
+                request = (agent, referer, language, host, query, method, prefetch)
+                known = tails.get(request)
+                if known is None:
+                    if len(tails) >= TAILS_CACHED:
+                        tails.clear()
+                    known = tails[request] = _tail(*request)
+                is_bot, tail = known
                 client = scope.get("client")
                 peer = str(client[0]) if client else ""
-                query = scope.get("query_string")
                 ts_ms = int(ts * 1000)
                 if ts_ms // 1000 != second:
                     second = ts_ms // 1000
                     day = self._day = utc_day(ts_ms)
                     self._second = second
-                event = encode_fields(
-                    new_id(ts_ms),
-                    ts_ms,
-                    link.id,
-                    link.account_id,
-                    link.code,
-                    location,
-                    client_ip(peer, forwarded, trusted) if forwarded else peer,
-                    user_agent,
-                    referer.decode("utf-8", "replace")[:REFERER_MAX] if referer else "",
-                    language.decode("latin-1")[:FIELD_MAX] if language else "",
-                    host.decode("latin-1")[:FIELD_MAX] if host else "",
-                    utm_params(query) if query else {},
-                    bot,
+                event = (
+                    encode_head(
+                        new_id(ts_ms),
+                        ts_ms,
+                        link.id,
+                        link.account_id,
+                        link.code,
+                        location,
+                        client_ip(peer, forwarded, trusted) if forwarded else peer,
+                    )
+                    + tail
                 )
             except Exception:
                 log.exception("click event could not be built", extra={"code": link.code})
                 self._drop(1, "invalid")
                 continue
             events.append(event)
-            key = (link.id, day, bot != bots.HUMAN)
-            counts[key] = counts.get(key, 0) + 1
+            counter = (link.id, day, is_bot)
+            counts[counter] = counts.get(counter, 0) + 1
 
     async def _send(self, batch: Batch) -> bool:
         """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails."""
@@ -492,6 +488,29 @@ class ClickRecorder:
         if self._dropping:
             log.warning("clicks dropped in this episode", extra={"clicks": self._dropping})
             self._dropping = 0
+
+
+def _tail(
+    agent: bytes,
+    referer: bytes,
+    language: bytes,
+    host: bytes,
+    query: bytes | None,
+    method: str,
+    prefetch: bool,
+) -> tuple[bool, bytes]:
+    """Whether a request with these headers is a bot click, and its event's ``encode_tail``."""
+    user_agent = agent.decode("utf-8", "replace")[: bots.USER_AGENT_MAX]
+    bot = bots.reason(method, user_agent, prefetch=prefetch)
+    tail = encode_tail(
+        user_agent,
+        referer.decode("utf-8", "replace")[:REFERER_MAX],
+        language.decode("latin-1")[:FIELD_MAX],
+        host.decode("latin-1")[:FIELD_MAX],
+        utm_params(query) if query else {},
+        bot,
+    )
+    return bot != bots.HUMAN, tail
 
 
 def flush_args(batch: Batch) -> list[Any]:

@@ -41,7 +41,7 @@ from edge.records import LinkRecord
 from edge.spool import Batch, Spool
 from linkedge import keys
 from linkedge.embedded import EmbeddedRedis, free_port
-from linkedge.events import Click, decode, parse_counter_field
+from linkedge.events import Click, counter_field, decode, encode, parse_counter_field
 from linkedge.settings import ConfigError, Settings
 
 SHARDS = 4
@@ -203,6 +203,53 @@ def test_event_fields_derived_from_the_scope(click_settings: Settings, db9_url: 
     }
     assert click.bot == ""
     assert counts == {(link.id, click.day, False): 1}
+
+
+def test_events_equal_encode_of_the_click_whatever_repeats(click_settings: Settings) -> None:
+    """The recorder keeps each distinct set of headers' event tail: requests that share some
+    headers and differ in others (method, prefetch, referer, query, forwarded-for) still get
+    their own fields, byte for byte what ``events.encode`` makes of the decoded click."""
+    settings = click_settings.replace(trusted_proxies=("10.0.0.0/8",))
+    link = make_link()
+    scopes = [
+        make_scope(),
+        make_scope(),
+        make_scope(method="HEAD"),
+        make_scope(headers={"user-agent": CHROME, "sec-purpose": "prefetch"}),
+        make_scope(headers={"user-agent": CHROME, "referer": "https://a.example/"}),
+        make_scope(headers={"user-agent": CHROME, "referer": "https://b.example/"}),
+        make_scope(query=b"utm_source=a"),
+        make_scope(query=b"utm_source=b"),
+        make_scope(
+            headers={"user-agent": CHROME, "x-forwarded-for": "198.51.100.1"},
+            client=("10.1.2.3", 1),
+        ),
+        make_scope(headers={"user-agent": "curl/8.5.0"}),
+        make_scope(),
+    ]
+    rec = ClickRecorder(settings, client_for("redis://127.0.0.1:1/0"))
+    [batch] = rec._build([(time.time(), link, scope, "https://example.com/x") for scope in scopes])
+    clicks = [decode(event) for event in batch.events]
+    assert [encode(click) for click in clicks] == batch.events
+    assert [c.bot for c in clicks] == [
+        "",
+        "",
+        "head",
+        "prefetch",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "crawler",
+        "",
+    ]
+    assert [c.referer for c in clicks][3:6] == ["", "https://a.example/", "https://b.example/"]
+    assert [c.utm for c in clicks][5:8] == [{}, {"utm_source": "a"}, {"utm_source": "b"}]
+    assert [c.ip for c in clicks][7:10] == ["203.0.113.7", "198.51.100.1", "203.0.113.7"]
+    assert len({c.id for c in clicks}) == len(clicks)
+    assert sum(batch.counters.values()) == len(scopes)
+    assert batch.counters[counter_field(link.id, clicks[0].day, True)] == 3
 
 
 def test_counters_and_stream_entries_arrive_together(

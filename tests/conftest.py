@@ -96,6 +96,24 @@ def settings(stores: Stores, tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A Redis of the test module's own, for tests whose shard keys and streams must not mix with
+    other modules' clicks in the session Redis."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("module-redis"), persist=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rds(own_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A client of ``own_redis``, emptied before each test."""
+    client = redis.Redis.from_url(own_redis.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def redis_client(stores: Stores) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(stores.redis_url)

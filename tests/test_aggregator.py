@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,6 @@ TODAY = datetime.date.today()
 YESTERDAY = TODAY - datetime.timedelta(days=1)
 
 Key = tuple[int, datetime.date, bool]  # link id, day, bot
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("aggregator-redis"), persist=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def rds(own_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(own_redis.url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def make_settings(redis_url: str, database_url: str, **changes: Any) -> Settings:

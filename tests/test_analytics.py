@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +30,6 @@ from linkedge.embedded import EmbeddedRedis, free_port
 SHARDS = 4
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
 _ids = events.ClickIds()
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("analytics-redis"), persist=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def rds(own_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(own_redis.url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 class Analytics:

@@ -28,9 +28,7 @@ from test_analytics import (  # noqa: F401 - fixtures used by name
     expected,
     link_ids,
     make_clicks,
-    own_redis,
     produce,
-    rds,
     start_analytics,
 )
 
@@ -112,10 +110,10 @@ def record_counters(client: redis.Redis, clicks: list[events.Click]) -> None:
 
 def test_reconcile_in_sync_in_flight_and_tampered(
     stores: Stores,
-    own_redis: EmbeddedRedis,  # noqa: F811 - the fixture imported above
+    own_redis: EmbeddedRedis,
     own_pg: EmbeddedPostgres,
     pg_db: Db,
-    rds: redis.Redis,  # noqa: F811
+    rds: redis.Redis,
     start_analytics: Callable[..., Analytics],  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -197,7 +195,7 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 @pytest.mark.skipif(not edge_records_clicks(), reason="the edge does not record clicks yet")
 def test_redirects_counted_exactly_in_postgres_and_clickhouse(
     stores: Stores,
-    own_redis: EmbeddedRedis,  # noqa: F811
+    own_redis: EmbeddedRedis,
     own_pg: EmbeddedPostgres,
     pg_db: Db,
     start_edge: Callable[..., Any],

@@ -41,11 +41,6 @@ _MAX_FIELD_VALUE = 10**12
 T = TypeVar("T")
 
 
-def counts_bad(shard: int) -> str:
-    """Malformed counter fields set aside (field -> count), kept for a human to look at."""
-    return f"{keys.PREFIX}:{keys.shard_tag(shard)}:counts:bad"
-
-
 # KEYS: counts, snapshot, batch. ARGV: a new batch id. Returns {id, {field, value, ...}} or nil.
 TAKE = """
 local id = redis.call('GET', KEYS[3])
@@ -208,7 +203,7 @@ class Flusher:
             keys=[
                 keys.counts_snapshot(batch.shard),
                 keys.counts_batch(batch.shard),
-                counts_bad(batch.shard),
+                keys.counts_bad(batch.shard),
             ],
             args=args,
         )
@@ -255,7 +250,7 @@ def _record(shard: int, outcome: Outcome, counts: Counts, seconds: float) -> Non
         log.warning(
             "set aside %d malformed counter field(s) in %s",
             outcome.set_aside,
-            counts_bad(shard),
+            keys.counts_bad(shard),
             extra={
                 "shard": shard,
                 "batch_id": outcome.batch_id,

@@ -26,7 +26,7 @@ import redis
 from conftest import Db, Process, Stores, run, wait_http
 from prometheus_client import REGISTRY
 
-from aggregator.flush import counts_bad, fold
+from aggregator.flush import fold
 from aggregator.main import Aggregator
 from linkedge import keys
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -299,14 +299,14 @@ def test_malformed_fields_are_set_aside(rds: redis.Redis, agg_settings: Settings
     assert stored_rows(db, links) == expected_rows(good)
     assert stored_rows(db, [stranger]) == ({}, {})
     assert pending(rds) == []
-    assert rds.hgetall(counts_bad(1)) == bad
-    assert rds.hgetall(counts_bad(2)) == {not_a_number: b"many"}
+    assert rds.hgetall(keys.counts_bad(1)) == bad
+    assert rds.hgetall(keys.counts_bad(2)) == {not_a_number: b"many"}
     assert summary["fields_set_aside"] == len(bad) + 1
     assert metric("linkedge_aggregator_fields_set_aside_total") - aside_before == len(bad) + 1
 
     rds.hincrby(keys.counts(1), b"garbage", 2)  # the same bad field again: added up, not replaced
     run(one_pass(agg_settings))
-    assert rds.hget(counts_bad(1), b"garbage") == b"5"
+    assert rds.hget(keys.counts_bad(1), b"garbage") == b"5"
 
 
 def test_shards_beyond_click_shards_are_drained_not_stranded(
@@ -541,19 +541,7 @@ BROWSER = {
 }
 
 
-def edge_wires_null_recorder() -> bool:
-    """True while ``edge/resources.py`` still hands the redirect path its null click recorder."""
-    from edge import resources
-
-    try:
-        recorder = resources._click_recorder(Settings(), None)  # type: ignore[arg-type]
-    except Exception:  # a changed signature: the real recorder is wired
-        return False
-    return isinstance(recorder, getattr(resources, "NullClickRecorder", ()))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(edge_wires_null_recorder(), reason="the edge does not record clicks yet")
 def test_redirects_through_the_edge_land_in_postgres_exactly(
     rds: redis.Redis,
     own_redis: EmbeddedRedis,

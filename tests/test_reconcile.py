@@ -175,24 +175,11 @@ def test_reconcile_in_sync_in_flight_and_tampered(
     assert "Traceback" not in result.stderr
 
 
-def edge_records_clicks() -> bool:
-    """False while ``edge/resources.py`` still hands the redirect path its null click recorder."""
-    from edge import resources
-    from linkedge.settings import Settings
-
-    try:
-        recorder = resources._click_recorder(Settings(), None)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - a changed signature: the real recorder is wired
-        return True
-    return not isinstance(recorder, getattr(resources, "NullClickRecorder", ()))
-
-
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not edge_records_clicks(), reason="the edge does not record clicks yet")
 def test_redirects_counted_exactly_in_postgres_and_clickhouse(
     stores: Stores,
     own_redis: EmbeddedRedis,

@@ -1,8 +1,11 @@
 """The click event: one encode/decode pair, short field names, a version field.
 
-The edge encodes one event per served ``GET``/``HEAD`` redirect into a Redis stream entry (field
-``e``); analytics decodes it. An entry that cannot be decoded raises ``EventDecodeError``; the
-consumer counts it and sets it aside instead of retrying it forever.
+The edge encodes one event per served ``GET``/``HEAD`` redirect; analytics decodes it. A Redis
+stream entry (field ``e``) holds one or more events, one per line: the edge writes one entry per
+flush (``join_entry``), so Redis does one ``XADD`` per flush instead of one per click, and readers
+take the events back out with ``split_entry``. An entry of one event is the same bytes as the event
+(orjson never writes a raw newline). An event that cannot be decoded raises ``EventDecodeError``;
+the consumer counts it and sets it aside instead of retrying it forever.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import orjson
 
 VERSION = 1
 STREAM_FIELD = b"e"
+ENTRY_SEPARATOR = b"\n"  # between the events of one stream entry
 
 
 class EventDecodeError(ValueError):
@@ -135,6 +139,17 @@ def encode_tail(
         dumps(utm),
         dumps(bot),
     )
+
+
+def join_entry(encoded: list[bytes]) -> bytes:
+    """One stream entry's ``e`` value holding ``encoded`` events (from ``encode``/``encode_fields``)."""
+    return ENTRY_SEPARATOR.join(encoded)
+
+
+def split_entry(raw: bytes | str) -> list[bytes]:
+    """The encoded events of one stream entry's ``e`` value, in order; blank lines are skipped."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    return [event for event in data.split(ENTRY_SEPARATOR) if event.strip()]
 
 
 def decode(raw: bytes | str) -> Click:

@@ -161,3 +161,31 @@ def test_utc_day() -> None:
     assert events.utc_day(1_764_028_799_999) == "20251124"
     assert events.utc_day(1_764_028_800_000) == "20251125"
     assert CLICKS[0].day == events.utc_day(CLICKS[0].ts_ms)
+
+
+def test_an_entry_holds_its_events_in_order_and_splits_back() -> None:
+    encoded = [encode(click) for click in CLICKS]
+    entry = events.join_entry(encoded)
+    assert events.split_entry(entry) == encoded
+    assert [decode(raw) for raw in events.split_entry(entry)] == CLICKS
+    assert events.split_entry(encoded[0]) == [encoded[0]]  # a one-event entry is the event itself
+    assert events.split_entry(entry.decode()) == encoded
+    assert events.split_entry(b"") == []
+
+
+def test_no_encoded_event_holds_the_entry_separator() -> None:
+    hostile = Click(
+        id="0190f5c0-0000-7000-8000-0000000000ff",
+        ts_ms=1,
+        link_id=1,
+        account_id=1,
+        code="nl",
+        target="https://example.com/\n",
+        ip="203.0.113.9",
+        user_agent="a\nb\r\nc\u2028",
+        referer="\n",
+        utm={"utm_source": "x\ny"},
+    )
+    raw = encode(hostile)
+    assert events.ENTRY_SEPARATOR not in raw
+    assert events.split_entry(events.join_entry([raw, raw])) == [raw, raw]

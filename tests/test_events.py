@@ -125,16 +125,17 @@ def _reference_uuid7(ts_ms: int, rand: int) -> str:
 
 def test_click_ids_match_the_uuid_module() -> None:
     ids = ClickIds()
-    base = ids._base
+    high, low = ids._high, ids._low
     for n, ts_ms in enumerate(
         [0, 1, 1_764_000_000_123, (1 << 48) - 1, int(time.time() * 1000)] * 200, 1
     ):
-        assert ids.new(ts_ms) == _reference_uuid7(ts_ms, (base + n) & ((1 << 74) - 1))
+        rand = (high << 48) | ((low + n) & ((1 << 48) - 1))
+        assert ids.new(ts_ms) == _reference_uuid7(ts_ms, rand)
 
 
 def test_click_ids_are_version_7_unique_and_time_ordered() -> None:
     ids = ClickIds()
-    ids._base = (1 << 74) - 500  # the random part wraps around within this run
+    ids._low = (1 << 48) - 500  # the counter part wraps around within this run
     now = int(time.time() * 1000)
     made = [ids.new(now + n // 100) for n in range(2000)]
     parsed = [uuid.UUID(made_id) for made_id in made]
@@ -143,7 +144,7 @@ def test_click_ids_are_version_7_unique_and_time_ordered() -> None:
     assert len(set(made)) == len(made)
     assert all(u.int >> 80 == now + n // 100 for n, u in enumerate(parsed))
     # Ordered by time across milliseconds (within one millisecond the counter orders them unless
-    # the 74-bit random part wraps, which it does once here, on purpose).
+    # the 48-bit counter part wraps, which it does once here, on purpose).
     assert made[:100] == sorted(made[:100])
     by_ms = [made[n] for n in range(0, 2000, 100)]
     assert by_ms == sorted(by_ms)
@@ -152,7 +153,7 @@ def test_click_ids_are_version_7_unique_and_time_ordered() -> None:
 def test_reseeded_generators_do_not_collide() -> None:
     first, second = ClickIds(), ClickIds()
     second.reseed()
-    assert first._base != second._base
+    assert (first._high, first._low) != (second._high, second._low)
     assert not {first.new(5) for _ in range(1000)} & {second.new(5) for _ in range(1000)}
 
 
@@ -189,3 +190,48 @@ def test_no_encoded_event_holds_the_entry_separator() -> None:
     raw = encode(hostile)
     assert events.ENTRY_SEPARATOR not in raw
     assert events.split_entry(events.join_entry([raw, raw])) == [raw, raw]
+
+
+def test_event_encoder_is_byte_identical_to_encode() -> None:
+    rng = random.Random(7)
+    encoder = events.EventEncoder(links_kept=3)  # small: the link parts are cleared and rebuilt
+    for n in range(500):
+        click = CLICKS[n % len(CLICKS)]
+        link_id = rng.randrange(6)
+        target = rng.choice(["https://example.com/", 'https://e.com/"q"\\', "https://ü.example/"])
+        ts_ms = 1_764_000_000_000 + n // 7
+        tail = events.encode_tail(
+            click.user_agent, click.referer, click.accept_language, click.host, click.utm, click.bot
+        )
+        raw = encoder.encode(ts_ms, link_id, link_id + 10, click.code, target, click.ip, tail)
+        decoded = decode(raw)
+        assert decoded.ts_ms == ts_ms
+        assert uuid.UUID(decoded.id).version == 7
+        assert uuid.UUID(decoded.id).int >> 80 == ts_ms
+        expected = Click(
+            id=decoded.id,
+            ts_ms=ts_ms,
+            link_id=link_id,
+            account_id=link_id + 10,
+            code=click.code,
+            target=target,
+            ip=click.ip,
+            user_agent=click.user_agent,
+            referer=click.referer,
+            accept_language=click.accept_language,
+            host=click.host,
+            utm=click.utm,
+            bot=click.bot,
+        )
+        assert raw == encode(expected)
+
+
+def test_event_encoder_ids_are_unique_and_ordered() -> None:
+    encoder = events.EventEncoder()
+    tail = events.encode_tail("", "", "", "", {}, "")
+    made = [
+        decode(encoder.encode(1_764_000_000_000 + n // 50, 1, 1, "c", "https://e.com/", "::1", tail)).id
+        for n in range(1000)
+    ]
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)

@@ -6,11 +6,14 @@
 - ``claim`` moves entries that another (dead) consumer has held longer than ``claim_idle_ms`` to us
   (XAUTOCLAIM), a shard at a time, resuming where the last scan stopped.
 - ``settle`` is the only way entries leave the pending list: XACK, after the caller's insert
-  succeeded, and for undecodable entries an XADD to the shard's dead-letter stream in the same
-  MULTI (same hash tag, so one slot), so an entry is set aside once and never retried forever.
+  succeeded, and for every undecodable event an XADD to the shard's dead-letter stream in the same
+  MULTI (same hash tag, so one slot), so an event is set aside once and never retried forever.
 - ``trim`` removes only entries every group has acknowledged: XTRIM MINID to the lowest id that is
   still pending or not yet delivered in any group. Never MAXLEN.
 - ``lag`` reports stream length, undelivered and pending entries and the oldest pending entry's age.
+
+An entry's ``e`` field holds one or more events, one per line (``events.split_entry``). ``read``
+and ``claim`` take a number of entries; the caller sizes them by events (``Entry.size``).
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from linkedge import keys
+from linkedge import events, keys
 
-DEAD_LETTER_MAXLEN = 100_000  # entries kept per shard for inspection; each was counted and logged
+DEAD_LETTER_MAXLEN = 100_000  # events kept per shard for inspection; each was counted and logged
 
 
 def dead_letter_stream(shard: int) -> str:
-    """Entries that could not be decoded, copied here (with their original id) before XACK."""
+    """Events that could not be decoded, copied here (with their entry's id and index) before XACK."""
     return f"{keys.clicks_stream(shard)}:dead"
 
 
@@ -53,6 +56,21 @@ class Entry:
     def key(self) -> str:
         return f"{self.shard}/{_text(self.id)}"
 
+    @property
+    def size(self) -> int:
+        """About how many events the entry holds (its lines), without splitting it."""
+        return self.fields.get(events.STREAM_FIELD, b"").count(events.ENTRY_SEPARATOR) + 1
+
+
+@dataclasses.dataclass(slots=True)
+class DeadEvent:
+    """An event set aside: ``fields`` go to the dead-letter stream with the entry id and index."""
+
+    shard: int
+    entry_id: bytes
+    index: int  # of the event in its entry
+    fields: dict[bytes, bytes]  # {e: the event}, or the entry's own fields when it had no event
+
 
 @dataclasses.dataclass(slots=True)
 class GroupLag:
@@ -74,7 +92,6 @@ class StreamReader:
         *,
         shards: int,
         consumer: str,
-        batch_size: int,
         block_ms: int,
         claim_idle_ms: int,
         group: str = keys.ANALYTICS_GROUP,
@@ -83,7 +100,6 @@ class StreamReader:
         self.shards = list(range(shards))
         self.group = group
         self.consumer = consumer
-        self.batch_size = batch_size
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.cluster = isinstance(client, aioredis.RedisCluster)
@@ -109,16 +125,17 @@ class StreamReader:
                 found.append(Entry(shard, entry_id, fields))
         return found
 
-    async def read(self) -> list[Entry]:
-        """New entries for this consumer; waits up to ``block_ms`` when there are none."""
-        per_stream = max(1, -(-self.batch_size // len(self.shards)))
+    async def read(self, count: int, *, block: bool = True) -> list[Entry]:
+        """About ``count`` new entries for this consumer (``count`` over the shards, at least one a
+        shard); with ``block``, waits up to ``block_ms`` when there are none."""
+        per_stream = max(1, -(-count // len(self.shards)))
         if not self.cluster:
             reply = await self.redis.xreadgroup(
                 self.group,
                 self.consumer,
                 {s: ">" for s in self._streams},
                 count=per_stream,
-                block=self.block_ms,
+                block=self.block_ms if block else None,
             )
             return self._entries(reply)
         replies = await asyncio.gather(
@@ -128,12 +145,13 @@ class StreamReader:
             )
         )
         found = [entry for reply in replies for entry in self._entries(reply)]
-        if not found:
+        if not found and block:
             await asyncio.sleep(min(self.block_ms, 200) / 1000)
         return found
 
-    async def claim(self) -> list[Entry]:
-        """Entries idle longer than ``claim_idle_ms`` in any consumer's pending list, now ours."""
+    async def claim(self, count: int) -> list[Entry]:
+        """Up to ``count`` entries idle longer than ``claim_idle_ms`` in any consumer's pending
+        list, now ours."""
         found: list[Entry] = []
         for shard in self.shards:
             stream = keys.clicks_stream(shard)
@@ -143,12 +161,12 @@ class StreamReader:
                 self.consumer,
                 self.claim_idle_ms,
                 start_id=self._claim_cursor[shard],
-                count=self.batch_size - len(found),
+                count=count - len(found),
             )
             next_id, items = reply[0], reply[1]
             self._claim_cursor[shard] = next_id
             found.extend(Entry(shard, eid, fields) for eid, fields in items if fields is not None)
-            if len(found) >= self.batch_size:
+            if len(found) >= count:
                 break
         return found
 
@@ -160,25 +178,29 @@ class StreamReader:
                 keys.clicks_stream(shard), self.group, self.consumer, 0, ids, justid=True
             )
 
-    async def settle(self, done: Iterable[Entry], dead: Iterable[Entry]) -> None:
-        """XACK ``done``; move ``dead`` to the dead-letter stream (XADD, XACK); one pipeline a shard."""
-        done_by, dead_by = _by_shard(done), _by_shard_entries(dead)
+    async def settle(self, done: Iterable[Entry], dead: Iterable[DeadEvent] = ()) -> None:
+        """XADD ``dead`` to the dead-letter stream, XACK ``done`` and the entries ``dead`` came
+        from; one pipeline a shard."""
+        done_by: dict[int, list[bytes]] = _by_shard(done)
+        dead_by: dict[int, list[DeadEvent]] = {}
+        for event in dead:
+            dead_by.setdefault(event.shard, []).append(event)
         for shard in sorted(set(done_by) | set(dead_by)):
             stream = keys.clicks_stream(shard)
             # On Redis Cluster, redis-py's asyncio transaction pipeline runs queued commands
             # through asyncio.run() and fails inside a running loop; there the dead-letter XADD and
             # the XACK go as a plain pipeline (a crash in between only repeats a dead letter).
             async with self.redis.pipeline(transaction=not self.cluster) as pipe:
-                for entry in dead_by.get(shard, []):
-                    fields = {**entry.fields, b"id": entry.id}
+                for event in dead_by.get(shard, []):
+                    fields = {**event.fields, b"id": event.entry_id, b"i": b"%d" % event.index}
                     pipe.xadd(
                         dead_letter_stream(shard),
                         fields,
                         maxlen=DEAD_LETTER_MAXLEN,
                         approximate=True,
                     )
-                ids = done_by.get(shard, []) + [e.id for e in dead_by.get(shard, [])]
-                pipe.xack(stream, self.group, *ids)
+                ids = done_by.get(shard, []) + [e.entry_id for e in dead_by.get(shard, [])]
+                pipe.xack(stream, self.group, *dict.fromkeys(ids))
                 await pipe.execute()
 
     async def _floor(self, stream: str) -> tuple[int, int] | None:
@@ -246,11 +268,4 @@ def _by_shard(entries: Iterable[Entry]) -> dict[int, list[bytes]]:
     grouped: dict[int, list[bytes]] = {}
     for entry in entries:
         grouped.setdefault(entry.shard, []).append(entry.id)
-    return grouped
-
-
-def _by_shard_entries(entries: Iterable[Entry]) -> dict[int, list[Entry]]:
-    grouped: dict[int, list[Entry]] = {}
-    for entry in entries:
-        grouped.setdefault(entry.shard, []).append(entry)
     return grouped

@@ -3,10 +3,12 @@
 One pass (``Analytics.tick``), run by the shared worker loop (``linkedge.worker``):
 
 1. take a batch: entries idle too long in a dead consumer's pending list (XAUTOCLAIM, checked every
-   few seconds), else new entries (XREADGROUP, blocking up to ``ANALYTICS_BLOCK_MS``);
-2. decode and enrich each entry; an undecodable one is counted, logged and set aside;
+   few seconds), else new entries (XREADGROUP, blocking up to ``ANALYTICS_BLOCK_MS``), a few at a
+   time until they hold about ``ANALYTICS_BATCH_SIZE`` events (an entry holds one or more events,
+   one per line, and is never split across batches);
+2. decode and enrich each event; an undecodable one is counted, logged and set aside;
 3. insert the batch into ClickHouse in one insert, with a deduplication token of its entry ids;
-4. only then XACK (and move the set-aside entries to the dead-letter stream in the same MULTI).
+4. only then XACK (and copy the set-aside events to the dead-letter stream in the same MULTI).
 
 If the insert fails the pass raises: the worker loop backs off and the next pass retries the SAME
 batch (same rows, same token) without reading anything new, refreshing its idle time so no other
@@ -24,12 +26,13 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from analytics import metrics
-from analytics.consumer import Entry, StreamReader
+from analytics.consumer import DeadEvent, Entry, StreamReader
 from analytics.enrich import Enricher, salt_secret
 from analytics.server import AnalyticsServer
 from analytics.writer import ClickHouseWriter, batch_token
@@ -41,13 +44,17 @@ log = logging.getLogger("linkedge.analytics")
 
 MAINTENANCE_INTERVAL_S = 2.0
 _POLL_INTERVAL_S = 0.01  # the read itself blocks up to ANALYTICS_BLOCK_MS when idle
+# Most entries one XREADGROUP/XAUTOCLAIM takes. Fewer once entries are big: a call asks for what
+# the batch still lacks divided by the largest entry seen lately, so a batch overshoots
+# ANALYTICS_BATCH_SIZE by about one call's worth of entries at most.
+ENTRIES_PER_CALL = 1000
 
 
 @dataclasses.dataclass(slots=True)
 class Batch:
-    entries: list[Entry]  # decoded and enriched: go to ClickHouse
-    rows: list[list[Any]]
-    dead: list[Entry]  # undecodable: go to the dead-letter stream
+    entries: list[Entry]  # every entry taken: acknowledged once ``rows`` are in ClickHouse
+    rows: list[list[Any]]  # the decoded and enriched events
+    dead: list[DeadEvent]  # undecodable events: go to the dead-letter stream
     token: str
     inserted: bool = False
 
@@ -70,19 +77,28 @@ class Analytics:
             self.redis,
             shards=settings.click_shards,
             consumer=consumer or f"{socket.gethostname()}-{os.getpid()}",
-            batch_size=settings.analytics_batch_size,
             block_ms=settings.analytics_block_ms,
             claim_idle_ms=settings.analytics_claim_idle_ms,
         )
         self.writer = ClickHouseWriter(settings.clickhouse_url.get())
-        self.enricher = Enricher(salt_secret(settings.visitor_salt_secret.get()), store_raw_ip=settings.store_raw_ip)
+        self.enricher = Enricher(
+            salt_secret(settings.visitor_salt_secret.get()), store_raw_ip=settings.store_raw_ip
+        )
         self.server = AnalyticsServer(self.writer, self._redis_ready)
         self._groups_ready = False
         self._held: Batch | None = None
         self._next_claim = 0.0
+        self._largest_entry = settings.analytics_batch_size  # events; until one is seen
         self._stop_maintenance = asyncio.Event()
         self._maintenance: asyncio.Task[None] | None = None
-        self.totals = {"inserted": 0, "dead_letter": 0, "batches": 0, "claimed": 0, "trimmed": 0}
+        self.totals = {
+            "inserted": 0,
+            "dead_letter": 0,
+            "entries": 0,
+            "batches": 0,
+            "claimed": 0,
+            "trimmed": 0,
+        }
 
     async def start(self) -> None:
         await self.server.start(self.settings.metrics_host, self.settings.analytics_port)
@@ -99,11 +115,11 @@ class Analytics:
                 return False
             self._held = self._prepare(entries)
         else:
-            await self.reader.hold(self._held.entries + self._held.dead)
+            await self.reader.hold(self._held.entries)
         batch = self._held
         await self._commit(batch)
         self._held = None
-        return len(batch.entries) + len(batch.dead) >= self.settings.analytics_batch_size // 2
+        return len(batch.rows) + len(batch.dead) >= self.settings.analytics_batch_size // 2
 
     async def _detect_cluster(self) -> None:
         """On a Redis Cluster node, read through a cluster client (each shard is its own slot)."""
@@ -130,34 +146,62 @@ class Analytics:
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + max(1.0, self.settings.analytics_claim_idle_ms / 2000)
-            claimed = await self.reader.claim()
+            claimed = await self._fill(lambda count, first: self.reader.claim(count))
             if claimed:
                 metrics.CLAIMED.inc(len(claimed))
                 self.totals["claimed"] += len(claimed)
                 log.info("claimed %d entries from idle consumers", len(claimed))
                 return claimed
-        return await self.reader.read()
+        return await self._fill(lambda count, first: self.reader.read(count, block=first))
+
+    async def _fill(self, take: Callable[[int, bool], Awaitable[list[Entry]]]) -> list[Entry]:
+        """Entries from ``take(count, first_call)`` until they hold about a batch of events."""
+        entries: list[Entry] = []
+        wanted = self.settings.analytics_batch_size
+        largest = 0  # events in the largest entry of this batch
+        while wanted > 0:
+            count = max(1, min(ENTRIES_PER_CALL, wanted // (largest or self._largest_entry)))
+            try:
+                got = await take(count, not entries)
+            except (aioredis.RedisError, OSError):
+                if not entries:
+                    raise
+                break  # insert what we hold; the next pass meets the error again
+            entries += got
+            for entry in got:
+                wanted -= entry.size
+                largest = max(largest, entry.size)
+            if len(got) < count:
+                break  # nothing more waiting (or not yet): insert what we have
+        self._largest_entry = largest or self._largest_entry
+        return entries
 
     def _prepare(self, entries: list[Entry]) -> Batch:
-        good: list[Entry] = []
         rows: list[list[Any]] = []
-        dead: list[Entry] = []
+        dead: list[DeadEvent] = []
         for entry in entries:
-            try:
-                rows.append(
-                    self.enricher.row(events.decode(entry.fields.get(events.STREAM_FIELD, b"")))
-                )
-            except (events.EventDecodeError, ValueError) as exc:
-                dead.append(entry)
-                log.warning(
-                    "undecodable click event %s set aside: %s",
-                    entry.key,
-                    exc,
-                    extra={"shard": entry.shard, "entry_id": entry.id.decode()},
-                )
-            else:
-                good.append(entry)
-        return Batch(good, rows, dead, batch_token([e.key for e in entries]))
+            encoded = events.split_entry(entry.fields.get(events.STREAM_FIELD, b""))
+            if not encoded:  # no event at all: one dead event, the entry's fields kept as they are
+                dead.append(DeadEvent(entry.shard, entry.id, 0, dict(entry.fields)))
+                self._log_dead(entry, 0, "no click event in the entry")
+            for index, event in enumerate(encoded):
+                try:
+                    rows.append(self.enricher.row(events.decode(event)))
+                except (events.EventDecodeError, ValueError) as exc:
+                    fields = {events.STREAM_FIELD: event}
+                    dead.append(DeadEvent(entry.shard, entry.id, index, fields))
+                    self._log_dead(entry, index, str(exc))
+        return Batch(entries, rows, dead, batch_token([e.key for e in entries]))
+
+    @staticmethod
+    def _log_dead(entry: Entry, index: int, why: str) -> None:
+        log.warning(
+            "undecodable click event %s #%d set aside: %s",
+            entry.key,
+            index,
+            why,
+            extra={"shard": entry.shard, "entry_id": entry.id.decode(), "index": index},
+        )
 
     async def _commit(self, batch: Batch) -> None:
         if batch.rows and not batch.inserted:
@@ -172,11 +216,13 @@ class Analytics:
             metrics.CLICKHOUSE_UP.set(1)
         batch.inserted = True
         await self.reader.settle(batch.entries, batch.dead)
-        metrics.EVENTS.labels(outcome="inserted").inc(len(batch.entries))
+        metrics.EVENTS.labels(outcome="inserted").inc(len(batch.rows))
         metrics.EVENTS.labels(outcome="dead_letter").inc(len(batch.dead))
+        metrics.ENTRIES.inc(len(batch.entries))
         metrics.BATCHES.inc()
-        self.totals["inserted"] += len(batch.entries)
+        self.totals["inserted"] += len(batch.rows)
         self.totals["dead_letter"] += len(batch.dead)
+        self.totals["entries"] += len(batch.entries)
         self.totals["batches"] += 1
 
     async def drain(self) -> None:

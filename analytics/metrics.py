@@ -8,8 +8,12 @@ from linkedge import __version__
 
 EVENTS = Counter(
     "linkedge_analytics_events_total",
-    "Stream entries settled, by outcome: inserted (into ClickHouse) or dead_letter (set aside)",
+    "Click events settled, by outcome: inserted (into ClickHouse) or dead_letter (set aside)",
     ["outcome"],
+)
+ENTRIES = Counter(
+    "linkedge_analytics_entries_total",
+    "Stream entries acknowledged (each holds one or more click events)",
 )
 BATCHES = Counter(
     "linkedge_analytics_batches_total", "Batches inserted into ClickHouse and acknowledged"

@@ -92,7 +92,8 @@ async def read_in_flight(client: aioredis.Redis, shards: int) -> InFlight:
 
 
 async def _read_unacked(client: aioredis.Redis, stream: str, found: InFlight) -> None:
-    """Count, per link-day, the stream entries the analytics group has not acknowledged."""
+    """Count, per link-day, the events of the stream entries the analytics group has not
+    acknowledged (an entry holds one or more)."""
     delivered: tuple[int, int] = (0, 0)
     pending: set[bytes] = set()
     groups = (
@@ -105,13 +106,13 @@ async def _read_unacked(client: aioredis.Redis, stream: str, found: InFlight) ->
         delivered = parse_id(group["last-delivered-id"])
         start = "-"
         while group["pending"]:
-            page = await client.xpending_range(
+            held: list[Any] = await client.xpending_range(
                 stream, keys.ANALYTICS_GROUP, min=start, max="+", count=_PAGE
             )
-            pending.update(p["message_id"] for p in page)
-            if len(page) < _PAGE:
+            pending.update(p["message_id"] for p in held)
+            if len(held) < _PAGE:
                 break
-            last = parse_id(page[-1]["message_id"])
+            last = parse_id(held[-1]["message_id"])
             start = f"{last[0]}-{last[1] + 1}"
     start = "-"
     if group is not None and pending:
@@ -119,18 +120,19 @@ async def _read_unacked(client: aioredis.Redis, stream: str, found: InFlight) ->
     elif group is not None:
         start = f"{delivered[0]}-{delivered[1] + 1}"
     while True:
-        page = await client.xrange(stream, min=start, max="+", count=_PAGE)
+        page: Any = await client.xrange(stream, min=start, max="+", count=_PAGE)
         for entry_id, fields in page:
             if parse_id(entry_id) <= delivered and entry_id not in pending:
                 continue  # delivered and acknowledged: in ClickHouse already
-            try:
-                click = events.decode(fields.get(events.STREAM_FIELD, b""))
-            except events.EventDecodeError:
-                continue  # will go to the dead-letter stream, never counted in ClickHouse
-            key = (click.link_id, _iso(click.day))
-            found.unacked[key] += 1
-            if not click.bot:
-                found.unacked_human[key] += 1
+            for event in events.split_entry(fields.get(events.STREAM_FIELD, b"")):
+                try:
+                    click = events.decode(event)
+                except events.EventDecodeError:
+                    continue  # will go to the dead-letter stream, never counted in ClickHouse
+                key = (click.link_id, _iso(click.day))
+                found.unacked[key] += 1
+                if not click.bot:
+                    found.unacked_human[key] += 1
         if len(page) < _PAGE:
             return
         last = parse_id(page[-1][0])

@@ -114,6 +114,16 @@ def produce(client: redis.Redis, clicks: list[events.Click]) -> None:
     pipe.execute()
 
 
+def produce_entries(client: redis.Redis, clicks: list[events.Click], per_entry: int) -> list[bytes]:
+    """XADD ``clicks`` the way the edge's flush will: entries of ``per_entry`` events, a shard each
+    in turn; the entry ids."""
+    pipe = client.pipeline(transaction=False)
+    for n, start in enumerate(range(0, len(clicks), per_entry)):
+        encoded = [events.encode(c) for c in clicks[start : start + per_entry]]
+        pipe.xadd(keys.clicks_stream(n % SHARDS), {events.STREAM_FIELD: events.join_entry(encoded)})
+    return list(pipe.execute())
+
+
 def expected(clicks: list[events.Click]) -> dict[int, tuple[int, int]]:
     total, human = Counter[int](), Counter[int]()
     for click in clicks:
@@ -126,6 +136,8 @@ def group_state(client: redis.Redis) -> tuple[int, int]:
     """(pending, undelivered) of the analytics group over every shard."""
     pending = undelivered = 0
     for shard in range(SHARDS):
+        if not client.exists(keys.clicks_stream(shard)):
+            continue  # nothing produced there, and analytics has not made its group yet
         for info in client.xinfo_groups(keys.clicks_stream(shard)):
             if info["name"] == keys.ANALYTICS_GROUP.encode():
                 pending += info["pending"]
@@ -224,6 +236,45 @@ def test_every_click_once_dead_letters_set_aside_replay_not_duplicated(
     }
 
 
+def test_entries_of_many_events_every_click_once(
+    rds: redis.Redis, start_analytics: Callable[..., Analytics]
+) -> None:
+    """Entries of 400 events with a batch size of 300 events: one entry a batch, never split."""
+    clicks = make_clicks(link_ids(3), 1200)
+    produce_entries(rds, clicks, 400)
+    single = make_clicks(link_ids(1), 10)
+    produce(rds, single)  # the one-event entries of before stay valid beside them
+    analytics = start_analytics(ANALYTICS_BATCH_SIZE="300")
+    eventually(drained(rds, analytics, clicks + single), "every event of every entry inserted")
+    assert_exact(analytics, clicks + single)
+    eventually(
+        lambda: analytics.metric("linkedge_analytics_events_total") == 1210, "events counted"
+    )
+    assert analytics.metric("linkedge_analytics_entries_total") == 13
+    assert all(rds.xlen(keys.clicks_stream(s) + ":dead") == 0 for s in range(SHARDS))
+
+
+def test_bad_event_in_an_entry_is_set_aside_the_rest_inserted(
+    rds: redis.Redis, start_analytics: Callable[..., Analytics]
+) -> None:
+    clicks = make_clicks(link_ids(2), 9)
+    encoded = [events.encode(c) for c in clicks]
+    raw = events.join_entry(encoded[:5] + [b'{"v": 1, "id": "x"}'] + encoded[5:])
+    entry_id = rds.xadd(keys.clicks_stream(1), {events.STREAM_FIELD: raw})
+    analytics = start_analytics()
+    eventually(drained(rds, analytics, clicks), "the good events inserted, the entry acknowledged")
+    assert_exact(analytics, clicks)
+    eventually(
+        lambda: analytics.metric('linkedge_analytics_events_total{outcome="inserted"}') == 9,
+        "inserted events counted",
+    )
+    assert analytics.metric('linkedge_analytics_events_total{outcome="dead_letter"}') == 1
+    assert [f for _, f in rds.xrange(keys.clicks_stream(1) + ":dead")] == [
+        {events.STREAM_FIELD: b'{"v": 1, "id": "x"}', b"id": entry_id, b"i": b"5"}
+    ]
+    assert group_state(rds) == (0, 0)
+
+
 def test_same_batch_twice_is_skipped_by_the_deduplication_token(tmp_path: Path) -> None:
     """What the engine does with ``insert_deduplication_token`` (in a child: one chdb path each)."""
     script = f"""
@@ -289,11 +340,12 @@ def _pending_of(client: redis.Redis) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("per_entry", [1, 100])
 def test_consumer_killed_mid_batch_loses_and_duplicates_nothing(
-    rds: redis.Redis, start_analytics: Callable[..., Analytics]
+    rds: redis.Redis, start_analytics: Callable[..., Analytics], per_entry: int
 ) -> None:
     clicks = make_clicks(link_ids(3), 5000)
-    produce(rds, clicks)
+    produce_entries(rds, clicks, per_entry)
     env = {"ANALYTICS_BATCH_SIZE": "200", "ANALYTICS_CLAIM_IDLE_MS": "1000"}
     first = start_analytics(**env)
     eventually(

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from conftest import Process, wait_http
 from test_analytics import Analytics, assert_exact, drained, link_ids, make_clicks, produce
 
-from analytics.consumer import StreamReader, dead_letter_stream
+from analytics.consumer import DeadEvent, StreamReader, dead_letter_stream
 from linkedge import keys
 from linkedge.embedded import EmbeddedRedis, free_port, redis_server_binary
 
@@ -78,7 +78,6 @@ async def _scenario(client: aioredis.Redis) -> None:
             client,
             shards=SHARDS,
             consumer=name,
-            batch_size=100,
             block_ms=100,
             claim_idle_ms=idle_ms,
         )
@@ -88,17 +87,30 @@ async def _scenario(client: aioredis.Redis) -> None:
     await first.ensure_groups()  # an existing group is fine
     ids = {s: [await client.xadd(keys.clicks_stream(s), {b"e": b"%d" % i}) for i in range(10)]
            for s in range(SHARDS)}  # fmt: skip
-    entries = await first.read()
+    entries = await first.read(2 * SHARDS, block=False)  # two a shard
+    assert sorted((e.shard, e.id) for e in entries) == sorted(
+        (s, i) for s in ids for i in ids[s][:2]
+    )
+    entries += await first.read(100)
     assert sorted((e.shard, e.id) for e in entries) == sorted((s, i) for s in ids for i in ids[s])
-    assert await first.read() == []  # nothing new: waited block_ms, returned empty
+    assert await first.read(100) == []  # nothing new: waited block_ms, returned empty
 
-    # Settle all but the last two of each shard; shard 0's first entry is a dead letter.
+    # Settle all but the last two of each shard; shard 0's first entry is set aside as a dead
+    # event (its entry acknowledged with it), shard 1's second entry has one.
     held = [e for e in entries if e.id in (ids[e.shard][-2], ids[e.shard][-1])]
-    dead = [e for e in entries if e.shard == 0 and e.id == ids[0][0]]
-    done = [e for e in entries if e not in held and e not in dead]
+    dead_entry = next(e for e in entries if e.shard == 0 and e.id == ids[0][0])
+    partly = next(e for e in entries if e.shard == 1 and e.id == ids[1][1])
+    dead = [
+        DeadEvent(0, dead_entry.id, 0, dict(dead_entry.fields)),
+        DeadEvent(1, partly.id, 3, {b"e": b"bad"}),
+    ]
+    done = [e for e in entries if e not in held and e is not dead_entry]
     await first.settle(done, dead)
-    assert [fields[b"id"] for _, fields in await client.xrange(dead_letter_stream(0))] == [
-        ids[0][0]
+    assert [(f[b"id"], f[b"i"]) for _, f in await client.xrange(dead_letter_stream(0))] == [
+        (ids[0][0], b"0")
+    ]
+    assert [f for _, f in await client.xrange(dead_letter_stream(1))] == [
+        {b"e": b"bad", b"id": ids[1][1], b"i": b"3"}
     ]
     lag = await first.lag()
     analytics = {s: lag[s].groups[keys.ANALYTICS_GROUP] for s in lag}
@@ -113,9 +125,11 @@ async def _scenario(client: aioredis.Redis) -> None:
         assert [i for i, _ in await client.xrange(keys.clicks_stream(s))] == ids[s][-2:]
 
     # A second consumer takes over the held entries once they are idle long enough.
-    assert await reader("second", idle_ms=60_000).claim() == []
+    assert await reader("second", idle_ms=60_000).claim(100) == []
     second = reader("second", idle_ms=0)
-    claimed = await second.claim()
+    some = await second.claim(SHARDS)  # a shard at a time: stops once it has enough
+    assert len(some) == SHARDS and {e.shard for e in some} == {0, 1}
+    claimed = await second.claim(100)  # idle 0: what it just claimed counts too
     assert sorted((e.shard, e.id) for e in claimed) == sorted((e.shard, e.id) for e in held)
     await second.settle(claimed, [])
     assert all(

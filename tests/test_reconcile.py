@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis
+import redis.asyncio as aioredis
 from conftest import ROOT, Db, Process, Stores, run
 from test_analytics import (  # noqa: F401 - fixtures used by name
     SHARDS,
@@ -29,9 +30,11 @@ from test_analytics import (  # noqa: F401 - fixtures used by name
     link_ids,
     make_clicks,
     produce,
+    produce_entries,
     start_analytics,
 )
 
+from analytics.reconcile import read_in_flight
 from linkedge import apikeys, events, keys
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis
 from linkedge.migrate import migrate_postgres
@@ -160,10 +163,10 @@ def test_reconcile_in_sync_in_flight_and_tampered(
     write_postgres(db, late)
 
     # Analytics stopped: reconcile opens the embedded engine itself; entries not yet consumed
-    # (Postgres already has them) are in flight too.
+    # (Postgres already has them) are in flight too, every event of them.
     assert analytics.process.stop() == 0
-    unread = make_clicks(links[1:2], 2)
-    produce(rds, unread)
+    unread = make_clicks(links[1:2], 30)
+    produce_entries(rds, unread, 30)
     write_postgres(db, unread)
     result = reconcile(stores, own_redis, own_pg, clickhouse)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -173,6 +176,42 @@ def test_reconcile_in_sync_in_flight_and_tampered(
     result = reconcile(stores, own_redis, own_pg, clickhouse, analytics.url)
     assert result.returncode == 2 and "did not answer" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_in_flight_counts_every_event_of_unacknowledged_entries(
+    own_redis: EmbeddedRedis, rds: redis.Redis
+) -> None:
+    link = link_ids(1)[0]
+    acked, pending, undelivered = (make_clicks([link], n) for n in (10, 50, 20))
+    stream = keys.clicks_stream(2)
+    group = keys.ANALYTICS_GROUP
+    rds.xgroup_create(stream, group, id="0", mkstream=True)
+
+    def add(encoded: list[bytes]) -> bytes:
+        entry_id: bytes = rds.xadd(stream, {events.STREAM_FIELD: events.join_entry(encoded)})
+        return entry_id
+
+    done = add([events.encode(c) for c in acked])
+    rds.xreadgroup(group, "busy-host", {stream: ">"})
+    rds.xack(stream, group, done)  # in ClickHouse already: not in flight
+    bad = b'{"v": 1, "id": "x"}'  # never reaches ClickHouse: not in flight either
+    encoded = [events.encode(c) for c in pending]
+    add(encoded[:7] + [bad] + encoded[7:])
+    assert len(rds.xreadgroup(group, "busy-host", {stream: ">"})[0][1]) == 1  # read, not acked
+    add([events.encode(c) for c in undelivered])
+
+    async def in_flight() -> tuple[dict[Any, int], dict[Any, int]]:
+        client = aioredis.Redis.from_url(own_redis.url)
+        try:
+            flight = await read_in_flight(client, SHARDS)
+        finally:
+            await client.aclose()
+        return dict(flight.unacked), dict(flight.unacked_human)
+
+    day = pending[0].day
+    key = (link, f"{day[:4]}-{day[4:6]}-{day[6:]}")
+    total, human = expected(pending + undelivered)[link]
+    assert total == 70 and run(in_flight()) == ({key: total}, {key: human})
 
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"

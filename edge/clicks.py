@@ -1,13 +1,17 @@
-"""Click recording: a tuple per redirect in memory, one idempotent Redis call per flush.
+"""Click recording: an encoded event per redirect in memory, one idempotent Redis call per flush.
 
-``record`` appends ``(time, link, scope, location)`` to a list and returns; it does no I/O and
-never raises. Everything else (client IP, headers, UTM parameters, bot reason) is derived from the
-ASGI scope by the flush task, off the request.
+``record`` encodes the click's event (client IP, headers, UTM parameters, bot reason, from the
+ASGI scope) into the open batch and returns; it does no I/O and never raises. Encoding at once,
+while the request's scope is still in the CPU's caches, costs less than keeping scopes for the
+flush task and encoding them in bursts, and keeps those bursts out of the tail latency
+(BENCHMARKS.md). What is shared between clicks is encoded once: the event's second half per
+distinct set of request headers, the link's part per link, the id's prefix per millisecond.
 
 Every ``CLICK_FLUSH_INTERVAL_MS`` (default 50 ms), or as soon as ``CLICK_FLUSH_MAX_EVENTS`` are
-waiting, the task builds batches of events and counter increments and applies each with ONE script
-call on ONE shard (shards rotate per flush). 50 ms bounds both what a hard kill of a worker can
-lose and how late a click reaches Redis, while one call per 50 ms per worker (20/s) is negligible
+waiting, the task applies the batch (its events and counter increments) with ONE script call on
+ONE shard (shards rotate per flush), which adds the counters and ONE stream entry holding all the
+batch's events (``events.join_entry``): one ``XADD`` per flush, not per click. 50 ms bounds both
+what a hard kill of a worker can lose and how late a click reaches Redis, while one call per 50 ms per worker (20/s) is negligible
 load for Redis. The script sets the flush marker ``SET NX`` first and applies nothing when it was
 already set, so a batch retried after a lost reply (same flush id, same shard) is a no-op: counters
 and stream entries are applied together, once.
@@ -47,15 +51,15 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import ClickIds, counter_field, encode_head, encode_tail, utc_day
+from linkedge.events import EventEncoder, counter_field, encode_tail, join_entry, utc_day
 from linkedge.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
 # KEYS: counts hash, clicks stream, flush marker. ARGV: marker ttl, the counters as lines
-# "<field> <increment>", the encoded events one per line (JSON from orjson: no raw newline). Three
-# arguments whatever the batch size: redis-py packs each argument in Python (~1 us each), Lua
-# splits the two blobs in C. The shebang makes Redis refuse the whole call up front when it is out
+# "<field> <increment>", the stream entry (the encoded events one per line; JSON from orjson has
+# no raw newline). Three arguments whatever the batch size: redis-py packs each argument in Python
+# (~1 us each), Lua splits the counters in C, and the events go into the stream as one entry. The shebang makes Redis refuse the whole call up front when it is out
 # of memory, instead of failing halfway through.
 FLUSH_SCRIPT = """#!lua
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
@@ -64,9 +68,7 @@ end
 for field, n in string.gmatch(ARGV[2], '(%S+) (%d+)') do
   redis.call('HINCRBY', KEYS[1], field, n)
 end
-for event in string.gmatch(ARGV[3], '[^\\n]+') do
-  redis.call('XADD', KEYS[2], '*', 'e', event)
-end
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
 return 1
 """
 
@@ -80,13 +82,12 @@ CLOSE_FLUSH_S = 5.0  # retrying Redis on close before spooling the rest
 UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"})
 REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
 
-BUILD_CHUNK = 256  # records built between two yields of the flush task to the loop (~1 ms)
 TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
 
 # The worker's garbage collector thresholds (see settle_gc); CPython's defaults are (700, 10, 10).
 GC_THRESHOLDS = (50_000, 20, 10)
 
-# What record() keeps per click: time, link, ASGI scope, Location served.
+# A click waiting for record_now's shared flush: time, link, ASGI scope, Location served.
 Record = tuple[float, LinkRecord, dict[str, Any], str]
 # Clicks of one batch by counter: (link id, day, bot) -> clicks.
 Counts = dict[tuple[int, str, bool], int]
@@ -99,13 +100,15 @@ class ClickRecorder:
         self.settings = settings
         self.sync = settings.click_flush_interval_ms == 0
         self._script = redis.register_script(FLUSH_SCRIPT)
-        self._ids = ClickIds()
+        self._encoder = EventEncoder()
         self._trusted = _networks(settings.trusted_proxies)
         self._batch_size = min(settings.click_flush_max_events, MAX_BATCH)
         self._interval = (settings.click_flush_interval_ms or 50) / 1000
         self._shard = random.randrange(settings.click_shards)
         self._spool = Spool(settings.click_spool_dir, settings.click_spool_max_bytes)
-        self._pending: list[Record] = []
+        self._counts: Counts = {}  # the open batch, filled by record()
+        self._events: list[bytes] = []
+        self._build_logged_at = float("-inf")
         self._sync_group: tuple[list[Record], asyncio.Future[None]] | None = None
         self._sync_tasks: set[asyncio.Task[None]] = set()
         self._batches: collections.deque[Batch] = collections.deque()
@@ -126,15 +129,19 @@ class ClickRecorder:
 
     # ---- the request side ------------------------------------------------------------------
     def record(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
-        """Remember one served redirect. O(1), no I/O, never raises."""
+        """Encode one served redirect into the open batch. No I/O, never raises."""
         try:
-            pending = self._pending
-            pending.append((time.time(), link, scope, location))
-            if len(pending) == self._batch_size:
+            self._add(time.time(), link, scope, location, self._counts, self._events)
+        except Exception:  # noqa: BLE001 -- never fail a redirect for a click; counted
+            self._build_failed(link)
+            return
+        try:
+            if len(self._events) >= self._batch_size:
+                self._seal()
                 self._wake.set()
             if self._closed:  # a request that outlived shutdown: straight to the spool
-                self._spool_pending()
-        except Exception:  # noqa: BLE001 -- never fail a redirect for a click; counted
+                self._spool_out(self._take_open())
+        except Exception:  # noqa: BLE001
             self._drop(1, "error")
 
     async def record_now(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
@@ -183,7 +190,7 @@ class ClickRecorder:
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         settle_gc()
-        self._ids.reseed()  # two workers never share an id base, whatever started them
+        self._encoder.ids.reseed()  # two workers never share an id base, whatever started them
         bots.warm()
         self._task = asyncio.create_task(self._run(), name="click-flush")
 
@@ -202,7 +209,7 @@ class ClickRecorder:
             except TimeoutError:
                 log.warning("click flush task did not stop in time; cancelled")
         self._closed = True
-        self._build_pending()
+        self._seal()
         deadline = time.monotonic() + CLOSE_FLUSH_S
         failures = 0
         while self._batches and failures < 3 and time.monotonic() < deadline:
@@ -244,7 +251,7 @@ class ClickRecorder:
                 log.exception("click flush tick failed")
 
     async def _tick(self) -> None:
-        await self._build_pending_in_chunks()
+        self._seal()
         self._limit_memory()
         if time.monotonic() >= self._retry_at:
             while self._batches and not self._stopping:
@@ -254,43 +261,22 @@ class ClickRecorder:
             else:
                 if not self._stopping:
                     await self._replay_spool()
-        CLICKS_PENDING.set(len(self._pending) + self._batched_events)
+        CLICKS_PENDING.set(len(self._events) + self._batched_events)
 
-    def _build_pending(self) -> None:
-        if self._pending:
-            records, self._pending = self._pending, []
-            self._hold(self._build(records))
+    def _seal(self) -> None:
+        """Hold the open batch for sending; new clicks go into a new one."""
+        self._hold(self._take_open())
 
-    async def _build_pending_in_chunks(self) -> None:
-        """``_build_pending`` for the flush task: ``BUILD_CHUNK`` records at a time, yielding to
-        the loop in between, so that requests keep being answered while a big flush is built."""
-        records, self._pending = self._pending, []
-        counts: Counts = {}
-        events: list[bytes] = []
-        done = in_batch = 0
-        try:
-            while done < len(records):
-                if done:
-                    await asyncio.sleep(0)
-                n = min(BUILD_CHUNK, self._batch_size - in_batch, len(records) - done)
-                self._fill(records[done : done + n], counts, events)
-                done += n
-                in_batch += n
-                if in_batch == self._batch_size:
-                    self._hold_built(counts, events)
-                    counts, events, in_batch = {}, [], 0
-        finally:  # cancelled between chunks too: what was built is held, the rest rebuilt later
-            self._hold_built(counts, events)
-            if done < len(records):
-                self._pending[:0] = records[done:]
+    def _take_open(self) -> list[Batch]:
+        counts, events = self._counts, self._events
+        if not events:
+            return []
+        self._counts, self._events = {}, []
+        return [self._batch(counts, events)]
 
     def _hold(self, batches: list[Batch]) -> None:
         self._batches.extend(batches)
         self._batched_events += sum(len(batch.events) for batch in batches)
-
-    def _hold_built(self, counts: Counts, events: list[bytes]) -> None:
-        if events:
-            self._hold([self._batch(counts, events)])
 
     def _build(self, records: list[Record]) -> list[Batch]:
         batches = []
@@ -308,72 +294,80 @@ class ClickRecorder:
         return Batch(uuid.uuid4().hex, shard, counters, events)
 
     def _fill(self, records: list[Record], counts: Counts, events: list[bytes]) -> None:
-        """Encode the events of ``records`` into ``events`` and count them into ``counts``.
+        """``_add`` for each of ``records``; a click that cannot be encoded is counted and logged."""
+        for record in records:
+            try:
+                self._add(*record, counts, events)
+            except Exception:  # noqa: BLE001
+                self._build_failed(record[1])
+
+    def _add(
+        self,
+        ts: float,
+        link: LinkRecord,
+        scope: dict[str, Any],
+        location: str,
+        counts: Counts,
+        events: list[bytes],
+    ) -> None:
+        """Encode one click's event into ``events`` and count it into ``counts``.
 
         The per-click path of the worker: one pass over the headers; what the headers, method and
         query decide (bot reason, and the event's second half, ``events.encode_tail``) once per
-        distinct set of them; the first half (``encode_head``) per click, no ``Click``; the day
-        once per second.
+        distinct set of them; the rest by ``EventEncoder``; the day once per second.
         """
-        new_id = self._ids.new
-        tails = self._tails
-        trusted = self._trusted
-        second, day = self._second, self._day
-        for ts, link, scope, location in records:
-            try:
-                agent = referer = language = host = b""
-                forwarded: list[str] = []
-                prefetch = False
-                for name, value in scope.get("headers") or ():
-                    if name == b"user-agent":
-                        agent = value
-                    elif name == b"accept-language":
-                        language = value
-                    elif name == b"host":
-                        host = value
-                    elif name == b"referer":
-                        referer = value
-                    elif name == b"x-forwarded-for":
-                        forwarded.append(value.decode("latin-1"))
-                    elif name in bots.PREFETCH_HEADER_NAMES:
-                        prefetch = prefetch or bots.is_prefetch(
-                            name.decode(), value.decode("latin-1")
-                        )
-                method = scope.get("method", "GET")
-                query = scope.get("query_string")
-                request = (agent, referer, language, host, query, method, prefetch)
-                known = tails.get(request)
-                if known is None:
-                    if len(tails) >= TAILS_CACHED:
-                        tails.clear()
-                    known = tails[request] = _tail(*request)
-                is_bot, tail = known
-                client = scope.get("client")
-                peer = str(client[0]) if client else ""
-                ts_ms = int(ts * 1000)
-                if ts_ms // 1000 != second:
-                    second = ts_ms // 1000
-                    day = self._day = utc_day(ts_ms)
-                    self._second = second
-                event = (
-                    encode_head(
-                        new_id(ts_ms),
-                        ts_ms,
-                        link.id,
-                        link.account_id,
-                        link.code,
-                        location,
-                        client_ip(peer, forwarded, trusted) if forwarded else peer,
-                    )
-                    + tail
-                )
-            except Exception:
-                log.exception("click event could not be built", extra={"code": link.code})
-                self._drop(1, "invalid")
-                continue
-            events.append(event)
-            counter = (link.id, day, is_bot)
-            counts[counter] = counts.get(counter, 0) + 1
+        agent = referer = language = host = b""
+        forwarded: list[str] = []
+        prefetch = False
+        for name, value in scope.get("headers") or ():
+            if name == b"user-agent":
+                agent = value
+            elif name == b"accept-language":
+                language = value
+            elif name == b"host":
+                host = value
+            elif name == b"referer":
+                referer = value
+            elif name == b"x-forwarded-for":
+                forwarded.append(value.decode("latin-1"))
+            elif name in bots.PREFETCH_HEADER_NAMES:
+                prefetch = prefetch or bots.is_prefetch(name.decode(), value.decode("latin-1"))
+        request = (
+            agent, referer, language, host, scope.get("query_string"), scope.get("method", "GET"),
+            prefetch,
+        )  # fmt: skip
+        known = self._tails.get(request)
+        if known is None:
+            if len(self._tails) >= TAILS_CACHED:
+                self._tails.clear()
+            known = self._tails[request] = _tail(*request)
+        is_bot, tail = known
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        ts_ms = int(ts * 1000)
+        if ts_ms // 1000 != self._second:
+            self._second = ts_ms // 1000
+            self._day = utc_day(ts_ms)
+        events.append(
+            self._encoder.encode(
+                ts_ms,
+                link.id,
+                link.account_id,
+                link.code,
+                location,
+                client_ip(peer, forwarded, self._trusted) if forwarded else peer,
+                tail,
+            )
+        )
+        counter = (link.id, self._day, is_bot)
+        counts[counter] = counts.get(counter, 0) + 1
+
+    def _build_failed(self, link: LinkRecord) -> None:
+        self._drop(1, "invalid")
+        now = time.monotonic()
+        if now - self._build_logged_at >= 60:  # at most once a minute: this is the request path
+            self._build_logged_at = now
+            log.exception("click event could not be built", extra={"code": link.code})
 
     async def _send(self, batch: Batch) -> bool:
         """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails."""
@@ -471,10 +465,6 @@ class ClickRecorder:
             self._replay_head = None
         return True
 
-    def _spool_pending(self) -> None:
-        records, self._pending = self._pending, []
-        self._spool_out(self._build(records))
-
     def _drop(self, clicks: int, reason: str) -> None:
         CLICKS_DROPPED.labels(reason=reason).inc(clicks)
         if not self._dropping:
@@ -516,7 +506,7 @@ def _tail(
 def flush_args(batch: Batch) -> list[Any]:
     """``FLUSH_SCRIPT``'s ARGV for ``batch``."""
     counters = "\n".join([f"{field} {count}" for field, count in batch.counters.items()])
-    return [keys.FLUSH_MARKER_TTL_S, counters, b"\n".join(batch.events)]
+    return [keys.FLUSH_MARKER_TTL_S, counters, join_entry(batch.events)]
 
 
 _gc_settled = False

@@ -196,6 +196,8 @@ def parse_counter_field(field: bytes | str) -> tuple[int, str, bool]:
 
 _MASK_26 = (1 << 26) - 1
 _MASK_48 = (1 << 48) - 1
+_PREFIX_FORMAT = "%08x-%04x-%04x-%04x-"  # %-formatting: the fastest way from ints to hex here
+_LOW_FORMAT = "%012x"
 
 
 class ClickIds:
@@ -207,7 +209,7 @@ class ClickIds:
     with the millisecond, so ``prefix`` is kept per millisecond and a click pays for one ``%x``.
     """
 
-    __slots__ = ("_high", "_low", "_counter", "_prefix_ms", "_prefix")
+    __slots__ = ("_counter", "_high", "_low", "_prefix", "_prefix_ms")
 
     def __init__(self) -> None:
         self._high = self._low = self._counter = 0
@@ -215,14 +217,14 @@ class ClickIds:
         self.reseed()
 
     def new(self, ts_ms: int) -> str:
-        return self.prefix(ts_ms) + "%012x" % self.next_low()
+        return self.prefix(ts_ms) + _LOW_FORMAT % self.next_low()
 
     def prefix(self, ts_ms: int) -> str:
         """The id's first four groups and their dashes, for a click in millisecond ``ts_ms``."""
         if ts_ms != self._prefix_ms:
             high = self._high
             # 48-bit time | version 7, 12 random bits | variant 0b10, 14 random bits | (next_low)
-            self._prefix = "%08x-%04x-%04x-%04x-" % (
+            self._prefix = _PREFIX_FORMAT % (
                 (ts_ms >> 16) & 0xFFFFFFFF,
                 ts_ms & 0xFFFF,
                 0x7000 | (high >> 14),
@@ -257,7 +259,7 @@ class EventEncoder:
     ``encode_fields``'s for the same values.
     """
 
-    __slots__ = ("ids", "_links", "_links_max", "_ms", "_prefix")
+    __slots__ = ("_links", "_links_max", "_ms", "_prefix", "ids")
 
     def __init__(self, links_kept: int = 65_536) -> None:
         self.ids = ClickIds()

@@ -29,7 +29,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from edge.clicks import (
-    BUILD_CHUNK,
     FLUSH_SCRIPT,
     GC_THRESHOLDS,
     ClickRecorder,
@@ -41,7 +40,15 @@ from edge.records import LinkRecord
 from edge.spool import Batch, Spool
 from linkedge import keys
 from linkedge.embedded import EmbeddedRedis, free_port
-from linkedge.events import Click, counter_field, decode, encode, parse_counter_field
+from linkedge.events import (
+    Click,
+    counter_field,
+    decode,
+    encode,
+    join_entry,
+    parse_counter_field,
+    split_entry,
+)
 from linkedge.settings import ConfigError, Settings
 
 SHARDS = 4
@@ -108,7 +115,7 @@ async def stream_clicks(client: aioredis.Redis, shards: int = SHARDS) -> list[Cl
     for shard in range(shards):
         entries: Any = await client.xrange(keys.clicks_stream(shard))
         for _id, fields in entries:
-            clicks.append(decode(fields[b"e"]))
+            clicks.extend(decode(raw) for raw in split_entry(fields[b"e"]))
     return clicks
 
 
@@ -395,6 +402,8 @@ def test_replayed_flush_id_is_not_applied_twice(db9_url: str) -> None:
         other = uuid.uuid4().hex  # a different flush id is a different flush
         results.append(await script(keys=[*run_keys[:2], keys.flush_marker(2, other)], args=args))
         entries = [fields[b"e"] for _id, fields in await client.xrange(keys.clicks_stream(2))]
+        assert entries == 2 * [join_entry(events)]
+        assert [split_entry(entry) for entry in entries] == 2 * [events]
         counts = await client.hgetall(keys.counts(2))
         assert 0 < await client.ttl(run_keys[2]) <= keys.FLUSH_MARKER_TTL_S
         await client.aclose()
@@ -402,7 +411,7 @@ def test_replayed_flush_id_is_not_applied_twice(db9_url: str) -> None:
 
     results, entries, counts = asyncio.run(go())
     assert results == [1, 0, 1]
-    assert entries == 2 * [b'{"a":1}', b'{"a":"two\\nlines \\u2028"}', b'{"a":3}']
+    assert len(entries) == 2  # one entry per applied flush, holding all its events (checked above)
     assert counts == {b"5:20260101:h": b"4", b"5:20260101:b": b"2"}
 
 
@@ -425,60 +434,53 @@ def test_retry_after_lost_reply_is_a_noop(click_settings: Settings, db9_url: str
     assert len(clicks) == 1 and sum(counts.values()) == 1
 
 
-# ---- building in chunks ----------------------------------------------------------------------------
-def test_a_big_flush_is_built_in_chunks_that_let_requests_through(
+# ---- the open batch ---------------------------------------------------------------------------------
+def test_record_encodes_into_the_open_batch_sealed_at_the_batch_size(
     click_settings: Settings, db9_url: str
 ) -> None:
-    """The flush task yields to the loop between chunks of BUILD_CHUNK records; batches still split
-    at CLICK_FLUSH_MAX_EVENTS, and clicks recorded meanwhile wait for the next build."""
-    settings = click_settings.replace(click_flush_interval_ms=60_000, click_flush_max_events=1000)
+    """record() encodes at once (no scope is kept) and seals a batch every CLICK_FLUSH_MAX_EVENTS;
+    the flush task seals what is left, and the next clicks open a new batch."""
+    settings = click_settings.replace(click_flush_interval_ms=60_000, click_flush_max_events=100)
     link = make_link()
-    total = 3 * BUILD_CHUNK * 2 + 7
 
-    async def go() -> tuple[list[int], int, int]:
+    async def go() -> tuple[list[int], int, list[int], int]:
         rec = ClickRecorder(settings, client_for(db9_url))
-        for _ in range(total):
+        for _ in range(250):
             rec.record(link, make_scope(), "https://example.com/x")
-        ran_during_build: list[int] = []
+        sealed = [len(batch.events) for batch in rec._batches]
+        open_events = len(rec._events)
+        rec._seal()
+        after = [len(batch.events) for batch in rec._batches]
+        rec.record(link, make_scope(), "https://example.com/late")
+        return sealed, open_events, after, len(rec._events)
 
-        def meanwhile() -> None:  # what a request does while the flush task builds
-            ran_during_build.append(len(rec._batches))
-            rec.record(link, make_scope(), "https://example.com/late")
-
-        asyncio.get_running_loop().call_soon(meanwhile)
-        await rec._build_pending_in_chunks()
-        sizes = [len(batch.events) for batch in rec._batches]
-        assert ran_during_build == [0]  # it ran after the first chunk, before any batch was held
-        return sizes, len(rec._pending), rec._batched_events
-
-    sizes, pending, batched = asyncio.run(go())
-    assert sizes == [1000, total - 1000]
-    assert batched == total and pending == 1
+    sealed, open_events, after, reopened = asyncio.run(go())
+    assert sealed == [100, 100] and open_events == 50
+    assert after == [100, 100, 50] and reopened == 1
 
 
-def test_a_cancelled_chunked_build_keeps_every_click(
+def test_one_stream_entry_per_flush_holds_its_events(
     click_settings: Settings, db9_url: str
 ) -> None:
-    settings = click_settings.replace(click_flush_interval_ms=60_000)
+    settings = click_settings.replace(click_flush_interval_ms=60_000, click_flush_max_events=40)
     link = make_link()
-    total = 2 * BUILD_CHUNK + 3
 
-    async def go() -> tuple[int, int, int]:
-        rec = ClickRecorder(settings, client_for(db9_url))
-        for _ in range(total):
-            rec.record(link, make_scope(), "https://example.com/x")
-        task = asyncio.create_task(rec._build_pending_in_chunks())
-        await asyncio.sleep(0)  # the task builds its first chunk and yields
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        held = rec._batched_events
-        pending = len(rec._pending)
-        rec._build_pending()  # what close() does with the rest
-        return held, pending, rec._batched_events
+    async def go() -> tuple[list[list[bytes]], list[Click]]:
+        async with recorder(settings, db9_url) as (rec, client):
+            for i in range(100):
+                rec.record(link, make_scope(), f"https://example.com/{i}")
+            await rec.close()
+            entries = [
+                split_entry(fields[b"e"])
+                for shard in range(SHARDS)
+                for _id, fields in await client.xrange(keys.clicks_stream(shard))
+            ]
+            return entries, await stream_clicks(client)
 
-    held, pending, after = asyncio.run(go())
-    assert held == BUILD_CHUNK and pending == total - BUILD_CHUNK and after == total
+    entries, clicks = asyncio.run(go())
+    assert sorted(len(events) for events in entries) == [20, 40, 40]
+    assert len({c.id for c in clicks}) == 100
+    assert sorted(c.target for c in clicks) == sorted(f"https://example.com/{i}" for i in range(100))
 
 
 def test_start_settles_the_garbage_collector(click_settings: Settings, db9_url: str) -> None:
@@ -765,9 +767,10 @@ def test_sigterm_flushes_every_click_of_the_edge(
 
     shards = Settings().click_shards
     events = [
-        decode(fields[b"e"])
+        decode(raw)
         for shard in range(shards)
         for _id, fields in redis_client.xrange(keys.clicks_stream(shard))
+        for raw in split_entry(fields[b"e"])
     ]
     mine = [e for e in events if e.link_id == link_id]
     assert len(mine) == humans + heads and len({e.id for e in mine}) == humans + heads
@@ -865,9 +868,10 @@ def test_redis_outage_under_the_edge_loses_nothing(
         with sync_redis.Redis.from_url(own.url) as check:
             shards = Settings().click_shards
             ids = [
-                decode(fields[b"e"]).id
+                decode(raw).id
                 for shard in range(shards)
                 for _id, fields in check.xrange(keys.clicks_stream(shard))
+                for raw in split_entry(fields[b"e"])
             ]
             total = sum(
                 int(value)
@@ -934,7 +938,8 @@ def test_sigterm_under_load_loses_no_served_click(
         e
         for shard in range(shards)
         for _id, fields in redis_client.xrange(keys.clicks_stream(shard))
-        if (e := decode(fields[b"e"])).link_id == link_id
+        for raw in split_entry(fields[b"e"])
+        if (e := decode(raw)).link_id == link_id
     ]
     total = sum(
         int(value)

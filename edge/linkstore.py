@@ -23,10 +23,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
-from prometheus_client import Counter
 
 from edge.cache import MISSING, Clock, LocalCache, _Missing
-from edge.metrics import CACHE_LOOKUPS, INVALIDATIONS
+from edge.metrics import CACHE_LOOKUPS, INVALIDATION_ERRORS, INVALIDATIONS, LOOKUP_ERRORS
 from edge.records import LinkRecord
 from linkedge import keys
 from linkedge.settings import Settings
@@ -47,15 +46,6 @@ SELECT id, account_id, code, url, redirect_type,
 FROM links
 WHERE code = $1 AND deleted_at IS NULL
 """
-
-LOOKUP_ERRORS = Counter(
-    "linkedge_link_lookup_errors_total",
-    "Link lookups or write-backs that failed, by store (the redirect still falls back where it can)",
-    ["store"],
-)
-INVALIDATION_ERRORS = Counter(
-    "linkedge_cache_invalidation_errors_total", "Invalidations that could not be sent to Redis"
-)
 
 # Tiers, as indexes into LinkStore.tiers (plain ints on the hot path; ``fold`` moves them into
 # CACHE_LOOKUPS).

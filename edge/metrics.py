@@ -37,5 +37,20 @@ API_REQUESTS = Counter(
 )
 API_LATENCY = Histogram("linkedge_api_request_duration_seconds", "API request latency", ["route"])
 RATE_LIMITED = Counter("linkedge_rate_limited_total", "API requests rejected with 429")
+LOOKUP_ERRORS = Counter(
+    "linkedge_link_lookup_errors_total",
+    "Link lookups or write-backs that failed, by store (the redirect still falls back where it can)",
+    ["store"],
+)
+INVALIDATION_ERRORS = Counter(
+    "linkedge_cache_invalidation_errors_total", "Invalidations that could not be sent to Redis"
+)
+UNSAFE_TARGETS = Counter(
+    "linkedge_unsafe_targets_total",
+    "Stored targets refused because they would not make a safe header",
+)
+RATE_LIMIT_ERRORS = Counter(
+    "linkedge_rate_limit_errors_total", "API requests let through unlimited because Redis failed"
+)
 BUILD_INFO = Gauge("linkedge_build_info", "Build information", ["version"], multiprocess_mode="max")
 BUILD_INFO.labels(version=__version__).set(1)

@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus
 
 import orjson
-from prometheus_client import Counter
 
 from edge.cache import MISSING
 from edge.linkstore import StoreUnavailable
-from edge.metrics import CLICKS_DROPPED, REDIRECTS
+from edge.metrics import CLICKS_DROPPED, REDIRECTS, UNSAFE_TARGETS
 from edge.records import LinkRecord
 
 if TYPE_CHECKING:
@@ -46,11 +45,6 @@ CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # controls and whitespace: never in a Location
 _PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
 MAX_LOCATION = 8192  # a merged Location longer than this is served without the request's query
-
-UNSAFE_TARGETS = Counter(
-    "linkedge_unsafe_targets_total",
-    "Stored targets refused because they would not make a safe header",
-)
 
 # Statuses the handler answers; HotCounters counts by index into this tuple.
 STATUSES = (301, 302, 307, 308, 404, 405, 410, 503)

@@ -23,20 +23,16 @@ import logging
 import math
 import time
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.api.auth import SCOPE_KEY, ApiKey
 from edge.api.problems import Problem
-from edge.metrics import RATE_LIMITED
+from edge.metrics import RATE_LIMIT_ERRORS, RATE_LIMITED
 from linkedge import keys
 
 log = logging.getLogger("linkedge.api")
 
-RATE_LIMIT_ERRORS = Counter(
-    "linkedge_rate_limit_errors_total", "API requests let through unlimited because Redis failed"
-)
 REDIS_TIMEOUT_S = 0.5
 POLICY = "per-key"
 

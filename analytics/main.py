@@ -183,24 +183,30 @@ class Analytics:
             encoded = events.split_entry(entry.fields.get(events.STREAM_FIELD, b""))
             if not encoded:  # no event at all: one dead event, the entry's fields kept as they are
                 dead.append(DeadEvent(entry.shard, entry.id, 0, dict(entry.fields)))
-                self._log_dead(entry, 0, "no click event in the entry")
+                self._log_dead(entry, 1, 0, "no click event in the entry")
+            bad, first = 0, ""
             for index, event in enumerate(encoded):
                 try:
                     rows.append(self.enricher.row(events.decode(event)))
                 except (events.EventDecodeError, ValueError) as exc:
                     fields = {events.STREAM_FIELD: event}
                     dead.append(DeadEvent(entry.shard, entry.id, index, fields))
-                    self._log_dead(entry, index, str(exc))
+                    if not bad:
+                        first = f"#{index}: {exc}"
+                    bad += 1
+            if bad:
+                self._log_dead(entry, bad, len(encoded), first)
         return Batch(entries, rows, dead, batch_token([e.key for e in entries]))
 
     @staticmethod
-    def _log_dead(entry: Entry, index: int, why: str) -> None:
+    def _log_dead(entry: Entry, bad: int, of: int, first: str) -> None:
+        """One line per entry, however many of its events were set aside."""
         log.warning(
-            "undecodable click event %s #%d set aside: %s",
+            "%d undecodable click event(s) of entry %s set aside (first %s)",
+            bad,
             entry.key,
-            index,
-            why,
-            extra={"shard": entry.shard, "entry_id": entry.id.decode(), "index": index},
+            first,
+            extra={"shard": entry.shard, "entry_id": entry.id.decode(), "events": of, "bad": bad},
         )
 
     async def _commit(self, batch: Batch) -> None:

@@ -259,7 +259,8 @@ def test_bad_event_in_an_entry_is_set_aside_the_rest_inserted(
 ) -> None:
     clicks = make_clicks(link_ids(2), 9)
     encoded = [events.encode(c) for c in clicks]
-    raw = events.join_entry(encoded[:5] + [b'{"v": 1, "id": "x"}'] + encoded[5:])
+    bad = [b'{"v": 1, "id": "x"}', b"not json"]
+    raw = events.join_entry(encoded[:5] + [bad[0]] + encoded[5:] + [bad[1]])
     entry_id = rds.xadd(keys.clicks_stream(1), {events.STREAM_FIELD: raw})
     analytics = start_analytics()
     eventually(drained(rds, analytics, clicks), "the good events inserted, the entry acknowledged")
@@ -268,11 +269,15 @@ def test_bad_event_in_an_entry_is_set_aside_the_rest_inserted(
         lambda: analytics.metric('linkedge_analytics_events_total{outcome="inserted"}') == 9,
         "inserted events counted",
     )
-    assert analytics.metric('linkedge_analytics_events_total{outcome="dead_letter"}') == 1
+    assert analytics.metric('linkedge_analytics_events_total{outcome="dead_letter"}') == 2
     assert [f for _, f in rds.xrange(keys.clicks_stream(1) + ":dead")] == [
-        {events.STREAM_FIELD: b'{"v": 1, "id": "x"}', b"id": entry_id, b"i": b"5"}
+        {events.STREAM_FIELD: bad[0], b"id": entry_id, b"i": b"5"},
+        {events.STREAM_FIELD: bad[1], b"id": entry_id, b"i": b"10"},
     ]
     assert group_state(rds) == (0, 0)
+    analytics.process.stop()
+    logged = [line for line in analytics.process.output().splitlines() if "undecodable" in line]
+    assert len(logged) == 1 and "2 undecodable click event(s)" in logged[0]  # one line per entry
 
 
 def test_same_batch_twice_is_skipped_by_the_deduplication_token(tmp_path: Path) -> None:

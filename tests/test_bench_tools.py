@@ -233,3 +233,25 @@ def test_bench_skips_cleanly_without_wrk(monkeypatch: pytest.MonkeyPatch, capsys
     assert run.main() == 0
     out = capsys.readouterr().out
     assert "skipped" in out and "apt-get install wrk" in out
+
+
+def test_ab_takes_name_source_and_environment_and_refuses_the_rest() -> None:
+    from loadtest.bench import ab
+
+    assert ab.parse(["before=HEAD~1", "after=/tmp/tree:CACHE_SIZE=1,LOG_LEVEL=INFO"]) == [
+        ("before", "HEAD~1", {}),
+        ("after", "/tmp/tree", {"CACHE_SIZE": "1", "LOG_LEVEL": "INFO"}),
+    ]
+    for bad in (["HEAD"], ["=HEAD"], ["a="], ["a=HEAD", "a=HEAD~1"], []):
+        with pytest.raises(SystemExit):
+            ab.parse(bad)
+
+
+def test_ab_exports_a_revision_and_takes_a_directory_as_it_is(tmp_path: Path) -> None:
+    from loadtest.bench import ab
+
+    tree = ab.source_tree("HEAD", tmp_path, "head")
+    assert (tree / "edge" / "redirect.py").is_file() and (tree / "pyproject.toml").is_file()
+    assert ab.source_tree(str(tree), tmp_path, "again") == tree
+    with pytest.raises(SystemExit):
+        ab.source_tree("no-such-revision-or-directory", tmp_path, "bad")

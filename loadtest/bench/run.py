@@ -5,10 +5,14 @@ Everything runs on this machine, on loopback, in a temp dir removed at the end:
   by one COPY; the first ``BENCH_CODES`` are requested with Zipf popularity, the rest serve the
   cold runs (each requested once per round) and the RSS figure;
 - servers on core 1, one worker each: the bare Granian reference (``reference_app.py``), nginx
-  ``return 302`` when installed, and three ``linkedge edge`` processes that differ only in cache
-  settings (hot: defaults; local miss and cold: ``CACHE_SIZE=1``);
+  ``return 302`` when installed, and four ``linkedge edge`` processes that differ only in cache
+  settings (hot, and hot with the aggregator running: defaults; local miss and cold:
+  ``CACHE_SIZE=1``);
 - this runner, wrk, Redis, Postgres and the aggregator on core 0 (the runner pins itself there
   first, so every child it starts inherits core 0; servers are started under ``taskset -c 1``).
+  The aggregator is paused (SIGSTOP) while wrk loads an edge and resumed (SIGCONT) for the count
+  check, so its work and Postgres's do not take wrk's core: its own cost is the "aggregator flush"
+  row. One more hot-path row keeps it running, for comparison.
 
 Every run of nginx or an edge scenario is paired with a run of the Granian reference right before
 it; the table shows medians over ``BENCH_ROUNDS`` rounds of ``BENCH_SECONDS`` each (the ratio
@@ -27,6 +31,7 @@ BENCH_OUT (bench-results).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import importlib.util
@@ -36,6 +41,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -208,6 +214,18 @@ class Bench:
             last = (clicks, served)
             time.sleep(SETTLE_POLL_S)
 
+    @contextlib.contextmanager
+    def aggregator_paused(self, pause: bool = True) -> Iterator[None]:
+        """SIGSTOP the aggregator (and Postgres's work for it) for the length of a load run."""
+        if not pause or self.aggregator is None or not self.aggregator.alive():
+            yield
+            return
+        os.killpg(self.aggregator.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.aggregator.pid, signal.SIGCONT)
+
     async def _clicks_now(self) -> tuple[int, int]:
         return await asyncio.gather(
             seed.postgres_clicks(self.postgres.url),
@@ -220,10 +238,13 @@ class Bench:
         self.ref_series.add(result, result)
         return result
 
-    def measure_edge(self, series: Series, server: stack.Server, codes_file: Path) -> wrk.WrkResult:
+    def measure_edge(
+        self, series: Series, server: stack.Server, codes_file: Path, *, pause_aggregator: bool = True
+    ) -> wrk.WrkResult:
         before = self.tally(server)
         reference = self.reference_run()
-        result = self.load(server, codes_file)
+        with self.aggregator_paused(pause_aggregator):
+            result = self.load(server, codes_file)
         after = self.tally(server)
         served = after.served - before.served if after.served is not None and before.served is not None else None
         check = CountCheck(after.clicks - before.clicks, served, result.ok_requests, self.config.connections)
@@ -274,6 +295,7 @@ class Bench:
         ref_series = self.ref_series
         nginx_series = Series("nginx return 302 (reference 2)")
         hot = Series("edge (a) hot path: local cache")
+        hot_agg = Series("edge (a) hot path, aggregator running")
         miss = Series("edge (b) local miss, Redis hit")
         cold = Series("edge (c) cold: Redis miss, Postgres")
         api = Series("API link creation")
@@ -285,6 +307,7 @@ class Bench:
                 self.procs.append(self.aggregator)
             for name, extra in (
                 ("hot", {}),
+                ("hot-agg", {}),  # the same, measured with the aggregator running: warmed on its own
                 ("miss", {"CACHE_SIZE": "1", "CACHE_TTL_S": "0.000001"}),
                 ("cold", {"CACHE_SIZE": "1", "CACHE_TTL_S": "0.000001"}),
             ):
@@ -306,6 +329,9 @@ class Bench:
                 continue
             self.warm(edges["hot"], self.zipf_once_file, len(self.zipf_codes))
             self.measure_edge(hot, edges["hot"], self.zipf_file)
+            if self.aggregator is not None:
+                self.warm(edges["hot-agg"], self.zipf_once_file, len(self.zipf_codes))
+                self.measure_edge(hot_agg, edges["hot-agg"], self.zipf_file, pause_aggregator=False)
             self.measure_edge(miss, edges["miss"], self.zipf_file)
             asyncio.run(seed.forget_links(self.redis.url, self.cold_codes))
             cold_file = workload.write(
@@ -319,7 +345,7 @@ class Bench:
         profile = ""
         if edges and config.profile_seconds > 0:
             profile = "".join(f"### {edges[name].name}\n{self.profile(edges[name])}" for name in ("hot", "miss"))
-        for name in ("miss", "cold"):
+        for name in ("hot-agg", "miss", "cold"):
             if name in edges:
                 edges[name].proc.stop()
         rows = [
@@ -329,6 +355,8 @@ class Bench:
         ]
         missing = "edge not available yet (edge.redirect / linkedge.serve)"
         rows += [series.row(note="" if edge_ready else missing) for series in (hot, miss, cold)]
+        if hot_agg.runs:
+            rows.insert(3, hot_agg.row(note="the aggregator and Postgres at work on wrk's core"))
         rows.append(api.row(unit="links/s", note="POST /api/v1/links, one link each" if edge_ready else missing))
         rows.append(self.rss_row() if edge_ready else Row("edge worker RSS, 100k links cached", "n/a", note=missing))
         if self.aggregator is not None:

@@ -29,17 +29,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import ipaddress
 import logging
 import random
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from edge.clickinfo import client_ip, request_tail, trusted_networks
 from edge.metrics import (
     CLICK_FLUSH_ERRORS,
     CLICK_FLUSH_EVENTS,
@@ -51,8 +51,8 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import EventEncoder, counter_field, encode_tail, join_entry, utc_day
-from linkedge.settings import ConfigError, Settings
+from linkedge.events import EventEncoder, counter_field, join_entry, utc_day
+from linkedge.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,6 @@ SPOOL_CHECK_S = 1.0  # how often an idle worker looks for spool files to replay
 REPLAY_BATCHES_PER_TICK = 20  # new clicks keep flowing while a spool file replays
 CLOSE_WAIT_S = 8.0  # for the flush task to finish its current call on close
 CLOSE_FLUSH_S = 5.0  # retrying Redis on close before spooling the rest
-UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"})
-REFERER_MAX, FIELD_MAX = 2048, 256  # longer header and UTM values are cut
 
 TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
 
@@ -88,7 +86,7 @@ TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail);
 GC_THRESHOLDS = (50_000, 20, 10)
 
 # A click waiting for record_now's shared flush: time, link, ASGI scope, Location served.
-Record = tuple[float, LinkRecord, dict[str, Any], str]
+Record = tuple[float, LinkRecord, Mapping[str, Any], str]
 # Clicks of one batch by counter: (link id, day, bot) -> clicks.
 Counts = dict[tuple[int, str, bool], int]
 
@@ -101,7 +99,7 @@ class ClickRecorder:
         self.sync = settings.click_flush_interval_ms == 0
         self._script = redis.register_script(FLUSH_SCRIPT)
         self._encoder = EventEncoder()
-        self._trusted = _networks(settings.trusted_proxies)
+        self._trusted = trusted_networks(settings.trusted_proxies)
         self._batch_size = min(settings.click_flush_max_events, MAX_BATCH)
         self._interval = (settings.click_flush_interval_ms or 50) / 1000
         self._shard = random.randrange(settings.click_shards)
@@ -128,7 +126,7 @@ class ClickRecorder:
         self._second, self._day = -1, ""  # the UTC day of the last second seen
 
     # ---- the request side ------------------------------------------------------------------
-    def record(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
+    def record(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> None:
         """Encode one served redirect into the open batch. No I/O, never raises."""
         try:
             self._add(time.time(), link, scope, location, self._counts, self._events)
@@ -144,7 +142,7 @@ class ClickRecorder:
         except Exception:  # noqa: BLE001
             self._drop(1, "error")
 
-    async def record_now(self, link: LinkRecord, scope: dict[str, Any], location: str) -> None:
+    async def record_now(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> None:
         """Record one click and return once it is in Redis, or held in memory/spool. Never raises.
 
         Calls made in the same event-loop iteration share one script call.
@@ -305,7 +303,7 @@ class ClickRecorder:
         self,
         ts: float,
         link: LinkRecord,
-        scope: dict[str, Any],
+        scope: Mapping[str, Any],
         location: str,
         counts: Counts,
         events: list[bytes],
@@ -340,7 +338,7 @@ class ClickRecorder:
         if known is None:
             if len(self._tails) >= TAILS_CACHED:
                 self._tails.clear()
-            known = self._tails[request] = _tail(*request)
+            known = self._tails[request] = request_tail(*request)
         is_bot, tail = known
         client = scope.get("client")
         peer = str(client[0]) if client else ""
@@ -480,29 +478,6 @@ class ClickRecorder:
             self._dropping = 0
 
 
-def _tail(
-    agent: bytes,
-    referer: bytes,
-    language: bytes,
-    host: bytes,
-    query: bytes | None,
-    method: str,
-    prefetch: bool,
-) -> tuple[bool, bytes]:
-    """Whether a request with these headers is a bot click, and its event's ``encode_tail``."""
-    user_agent = agent.decode("utf-8", "replace")[: bots.USER_AGENT_MAX]
-    bot = bots.reason(method, user_agent, prefetch=prefetch)
-    tail = encode_tail(
-        user_agent,
-        referer.decode("utf-8", "replace")[:REFERER_MAX],
-        language.decode("latin-1")[:FIELD_MAX],
-        host.decode("latin-1")[:FIELD_MAX],
-        utm_params(query) if query else {},
-        bot,
-    )
-    return bot != bots.HUMAN, tail
-
-
 def flush_args(batch: Batch) -> list[Any]:
     """``FLUSH_SCRIPT``'s ARGV for ``batch``."""
     counters = "\n".join([f"{field} {count}" for field, count in batch.counters.items()])
@@ -530,53 +505,3 @@ def settle_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def _networks(
-    entries: tuple[str, ...],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    try:
-        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
-    except ValueError as exc:
-        raise ConfigError(f"TRUSTED_PROXIES: {exc}") from exc
-
-
-def _trusted(address: str, networks: tuple[Any, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in networks)
-
-
-def client_ip(peer: str, forwarded: list[str], networks: tuple[Any, ...]) -> str:
-    """The client address: the peer, unless it is a trusted proxy; then the right-most address
-    of ``X-Forwarded-For`` that is not itself a trusted proxy (the left-most when all are)."""
-    if not forwarded or not networks or not _trusted(peer, networks):
-        return peer
-    address = peer
-    for hop in reversed(",".join(forwarded).split(",")):
-        hop = hop.strip()
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:  # garbage from the client side: the last trusted hop is what we know
-            break
-        address = hop
-        if not _trusted(hop, networks):
-            break
-    return address
-
-
-def utm_params(query_string: bytes) -> dict[str, str]:
-    """``utm_source``, ``utm_medium``, ``utm_campaign``, ``utm_term``, ``utm_content`` of a query
-    string (the first of each, values cut to 256 characters)."""
-    if b"utm_" not in query_string.lower():
-        return {}
-    utm: dict[str, str] = {}
-    for key, value in parse_qsl(query_string.decode("utf-8", "replace")):
-        key = key.lower()
-        if key in UTM_KEYS and key not in utm:
-            utm[key] = value[:FIELD_MAX]
-    return utm

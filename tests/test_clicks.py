@@ -28,14 +28,8 @@ from prometheus_client import REGISTRY
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from edge.clicks import (
-    FLUSH_SCRIPT,
-    GC_THRESHOLDS,
-    ClickRecorder,
-    client_ip,
-    flush_args,
-    utm_params,
-)
+from edge.clickinfo import client_ip, utm_params
+from edge.clicks import FLUSH_SCRIPT, GC_THRESHOLDS, ClickRecorder, flush_args
 from edge.records import LinkRecord
 from edge.spool import Batch, Spool
 from linkedge import keys
@@ -326,9 +320,9 @@ def test_bot_reasons_decide_the_counter_field(click_settings: Settings, db9_url:
 
 
 def test_forwarded_for_only_from_trusted_proxies() -> None:
-    from edge.clicks import _networks
+    from edge.clickinfo import trusted_networks
 
-    nets = _networks(("10.0.0.0/8", "192.168.1.1", "fd00::/8"))
+    nets = trusted_networks(("10.0.0.0/8", "192.168.1.1", "fd00::/8"))
     assert client_ip("10.1.2.3", ["198.51.100.9, 10.0.0.5"], nets) == "198.51.100.9"
     assert (
         client_ip("10.1.2.3", ["6.6.6.6, 198.51.100.9"], nets) == "198.51.100.9"
@@ -342,7 +336,7 @@ def test_forwarded_for_only_from_trusted_proxies() -> None:
     assert client_ip("fd00::2", ["2001:db8::1"], nets) == "2001:db8::1"
     assert client_ip("10.1.2.3", ["198.51.100.9"], ()) == "10.1.2.3"  # nothing trusted
     with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
-        _networks(("not-a-network",))
+        trusted_networks(("not-a-network",))
 
 
 def test_forwarded_for_through_the_recorder(click_settings: Settings, db9_url: str) -> None:

@@ -39,7 +39,8 @@ def counts_batch(shard: int) -> str:
 def counts_bad(shard: int) -> str:
     return f"{PREFIX}:{shard_tag(shard)}:counts:bad"
 
-# The click events (one stream entry per click), consumed by analytics.
+# The click events, consumed by analytics: one entry per edge flush, its events one per line
+# (``events.join_entry``).
 def clicks_stream(shard: int) -> str:
     return f"{PREFIX}:{shard_tag(shard)}:clicks"
 

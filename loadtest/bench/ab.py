@@ -41,14 +41,15 @@ def parse(argv: list[str]) -> list[tuple[str, str, dict[str, str]]]:
     return specs
 
 
-def source_tree(source: str, tmp: Path, name: str) -> Path:
-    """``source`` itself when it is a directory, else that git revision exported under ``tmp``."""
+def source_tree(source: str, tmp: Path, name: str, repo: Path = stack.ROOT) -> Path:
+    """``source`` itself when it is a directory, else that git revision of ``repo`` exported
+    under ``tmp``."""
     if Path(source).is_dir():
         return Path(source).resolve()
     tree = tmp / f"src-{name}"
     tree.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(stack.ROOT), "archive", source], capture_output=True, check=False
+        ["git", "-C", str(repo), "archive", source], capture_output=True, check=False
     )
     if archive.returncode != 0:
         raise SystemExit(f"ab: {source!r} is neither a directory nor a git revision")
@@ -70,8 +71,9 @@ def main(argv: list[str]) -> int:
             bench.aggregator = stack.start_command("aggregator", bench.tmp, bench.env(), "aggregator")
             bench.procs.append(bench.aggregator)
             edges = {}
-            for name, source, extra in specs:
-                tree = source_tree(source, bench.tmp, name)
+            trees = {name: source_tree(source, bench.tmp, name, root) for name, source, _ in specs}
+            for name, _, extra in specs:
+                tree = trees[name]
                 stack.ROOT = tree  # the edge's working directory, so its own packages are imported
                 env = bench.env(PYTHONPATH=str(tree), **extra)
                 edges[name] = bench.track(stack.start_edge(name, bench.tmp, bench.server_cpu, env))

@@ -490,12 +490,14 @@ _gc_settled = False
 def settle_gc() -> None:
     """Set up the worker's garbage collector for a recorder; once per process, after start-up.
 
-    The recorder holds each served request's ASGI scope (a few containers) until the next flush.
-    With CPython's default thresholds a young collection runs every 700 allocations, finds those
-    scopes alive and promotes them; under load the promotions then trigger a full collection about
-    every second, walking every object of the worker (~120k with 10k links cached): 70-130 ms with
-    the loop stopped, the hot path's p99. ``gc.freeze()`` takes what start-up built out of every
-    later collection, and a 50,000-allocation young threshold lets held scopes die before a
+    With CPython's default thresholds a young collection runs every 700 allocations and promotes
+    whatever is alive at that moment: requests in flight, the open batch's counter keys, links
+    entering the cache. Under load the promotions set off a full collection about every second,
+    walking every object of the worker (~120k with 10k links cached): 70-130 ms with the loop
+    stopped, the hot path's p99 (measured when the recorder still held every request's scope until
+    the flush, BENCHMARKS.md; it now keeps only bytes and counter keys, so less survives, but the
+    link cache's objects remain). ``gc.freeze()`` takes what start-up built out of every later
+    collection, and a 50,000-allocation young threshold lets short-lived objects die before a
     collection sees them. Cyclic garbage is still collected, in fewer, larger young collections.
     """
     global _gc_settled

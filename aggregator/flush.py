@@ -26,11 +26,11 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from aggregator import metrics
 from linkedge import keys
 from linkedge.events import parse_counter_field
+from linkedge.redisclient import AnyRedis
 
 log = logging.getLogger("linkedge.aggregator")
 
@@ -151,7 +151,7 @@ def fold(pairs: list[tuple[bytes, bytes]]) -> Counts:
 class Flusher:
     """The three steps above against one Redis and one Postgres pool."""
 
-    def __init__(self, redis: aioredis.Redis, pool: asyncpg.Pool) -> None:
+    def __init__(self, redis: AnyRedis, pool: asyncpg.Pool) -> None:
         self.redis = redis
         self.pool = pool
         self._take = redis.register_script(TAKE)

@@ -3,6 +3,10 @@
 Runs the shared worker loop (``linkedge.worker``) over an ``Aggregator``: one pass flushes every
 shard (``aggregator.flush``); the probe server answers ``/metrics``, ``/healthz`` and ``/readyz``.
 Any number of aggregators may run at once: batches are idempotent, so they never double count.
+
+On a Redis Cluster (the URL's node says so at the first pass) counters are moved through a
+``RedisCluster`` client: each shard's keys share one hash tag, so each script call stays on one
+slot, and the shard SCAN covers every primary. Probes still ping the URL's node.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import redis.asyncio as aioredis
 from aggregator import metrics
 from aggregator.flush import Flusher
 from aggregator.server import ProbeServer
-from linkedge import keys
+from linkedge import keys, redisclient
 from linkedge.settings import Settings
 from linkedge.worker import run_worker
 
 log = logging.getLogger("linkedge.aggregator")
 
 PROBE_TIMEOUT_S = 2.0
+REDIS_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 30}
 _SHARD_KEY = re.compile(rb"^" + re.escape(keys.PREFIX.encode()) + rb":\{c(\d+)\}:counts")
 
 
@@ -38,9 +43,10 @@ class Aggregator:
     def __init__(self, settings: Settings) -> None:
         settings.require("redis_url", "database_url")
         self.settings = settings
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url.get(), socket_connect_timeout=2, socket_timeout=30
-        )
+        # The URL's node; also the client for every command unless it turns out to be a cluster.
+        self.redis = aioredis.Redis.from_url(settings.redis_url.get(), **REDIS_OPTIONS)
+        self.cluster: aioredis.RedisCluster | None = None
+        self._detected = False  # asked at the first pass: Redis may be down at start
         self.pool: asyncpg.Pool | None = None
         self.flusher: Flusher | None = None
         self.shards: list[int] | None = None  # found at the first pass
@@ -69,6 +75,8 @@ class Aggregator:
     async def tick(self) -> bool:
         """Flush every shard; raise the first failure after trying them all."""
         assert self.flusher is not None, "start() first"
+        if not self._detected:
+            await self._detect_cluster()
         if self.shards is None:
             self.shards = await self._find_shards()
         failure: Exception | None = None
@@ -88,12 +96,23 @@ class Aggregator:
         self._last_full_pass = time.monotonic()
         return False
 
+    async def _detect_cluster(self) -> None:
+        """On a Redis Cluster node, move counters through a cluster client from now on."""
+        assert self.pool is not None
+        if await redisclient.is_cluster(self.redis):
+            self.cluster = redisclient.cluster_client(
+                self.settings.redis_url.get(), self.name, **REDIS_OPTIONS
+            )
+            self.flusher = Flusher(self.cluster, self.pool)
+        self._detected = True
+
     async def _find_shards(self) -> list[int]:
         """``range(CLICK_SHARDS)``, plus any shard beyond it still holding counters (CLICK_SHARDS
         was lowered): those are drained too rather than stranded. One SCAN, at the first pass."""
         configured = self.settings.click_shards
         found: set[int] = set()
-        async for key in self.redis.scan_iter(match=f"{keys.PREFIX}:{{c*}}:counts*", count=1000):
+        client: redisclient.AnyRedis = self.cluster or self.redis  # a cluster SCANs every primary
+        async for key in client.scan_iter(match=f"{keys.PREFIX}:{{c*}}:counts*", count=1000):
             matched = _SHARD_KEY.match(key)
             if matched and int(matched[1]) >= configured:
                 found.add(int(matched[1]))
@@ -118,6 +137,8 @@ class Aggregator:
                 await asyncio.wait_for(self.pool.close(), PROBE_TIMEOUT_S)
             except TimeoutError:
                 self.pool.terminate()
+        if self.cluster is not None:
+            await self.cluster.aclose()
         await self.redis.aclose()
 
     def summary(self) -> dict[str, Any]:

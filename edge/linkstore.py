@@ -1,10 +1,11 @@
 """Short code -> link, through three tiers: the worker's own cache, Redis, Postgres.
 
 A local miss asks Redis (``GET lk:link:<code>``; concurrent misses of one loop tick share one
-``MGET``), then Postgres, and writes what Postgres said back to Redis: the record for a day, or a
-miss marker for ``MISS_TTL_S`` so that scanning random codes stays off Postgres. Concurrent lookups
-of one code in a worker share one fetch. When Redis fails the lookup goes straight to Postgres
-(and skips Redis for ``REDIS_RETRY_S``): a Redis outage never fails a redirect.
+``MGET``, one per slot on a Redis Cluster), then Postgres, and writes what Postgres said back to
+Redis: the record for a day, or a miss marker for ``MISS_TTL_S`` so that scanning random codes
+stays off Postgres. Concurrent lookups of one code in a worker share one fetch. When Redis fails
+the lookup goes straight to Postgres (and skips Redis for ``REDIS_RETRY_S``): a Redis outage never
+fails a redirect.
 
 Edits reach every worker through ``invalidate``: it overwrites the Redis record with a short-lived
 "invalidated" marker and publishes the code on ``keys.INVALIDATE_CHANNEL``; each worker's
@@ -28,6 +29,7 @@ from edge.cache import MISSING, Clock, LocalCache, _Missing
 from edge.metrics import CACHE_LOOKUPS, INVALIDATION_ERRORS, INVALIDATIONS, LOOKUP_ERRORS
 from edge.records import LinkRecord
 from linkedge import keys
+from linkedge.redisclient import AnyRedis
 from linkedge.settings import Settings
 
 log = logging.getLogger("linkedge.edge.links")
@@ -69,10 +71,15 @@ V = TypeVar("V", bound=Prepared)
 
 class _RedisGets:
     """``GET``s sent as ``MGET``s: those of one loop tick together, and while ``MGETS_IN_FLIGHT``
-    are out, the next ones wait and go together when one returns (bigger batches under load)."""
+    are out, the next ones wait and go together when one returns (bigger batches under load).
+    On a Redis Cluster the keys of a batch sit in many slots: ``mget_nonatomic`` sends one ``MGET``
+    per slot (a lookup needs no atomicity across codes)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
+        self._send = (
+            redis.mget_nonatomic if isinstance(redis, aioredis.RedisCluster) else redis.mget
+        )
         self._keys: list[str] = []
         self._waiters: list[asyncio.Future[bytes | None]] = []
         self._scheduled = False
@@ -108,7 +115,7 @@ class _RedisGets:
 
     async def _mget(self, keys_: list[str], waiters: list[asyncio.Future[bytes | None]]) -> None:
         try:
-            values = await self.redis.mget(keys_)
+            values = await self._send(keys_)
         except Exception as exc:  # noqa: BLE001 -- handed to every waiter, which falls back
             for waiter in waiters:
                 if not waiter.done():
@@ -124,7 +131,7 @@ class LinkStore(Generic[V]):
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         pg: asyncpg.Pool,
         settings: Settings,
         prepare: Callable[[LinkRecord], V],
@@ -142,6 +149,7 @@ class LinkStore(Generic[V]):
         )
         self.tiers = [0] * len(_TIER_NAMES)
         self.invalidations = 0
+        self._cluster = isinstance(redis, aioredis.RedisCluster)
         self._subscriber = subscriber or redis
         self._gets = _RedisGets(redis)
         self._inflight: dict[str, asyncio.Future[V | None]] = {}
@@ -270,8 +278,11 @@ class LinkStore(Generic[V]):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for code in codes:
                         pipe.set(keys.link(code), INVALIDATED_MARKER, px=INVALIDATED_TTL_MS)
-                    pipe.publish(keys.INVALIDATE_CHANNEL, " ".join(codes))
+                    if not self._cluster:
+                        pipe.publish(keys.INVALIDATE_CHANNEL, " ".join(codes))
                     await pipe.execute()
+                if self._cluster:  # redis-py refuses PUBLISH in a cluster pipeline
+                    await self.redis.publish(keys.INVALIDATE_CHANNEL, " ".join(codes))
                 return
             except Exception as exc:  # noqa: BLE001 -- retried, then counted and logged
                 error = exc

@@ -15,17 +15,20 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client import multiprocess
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from edge.cache import Clock
 from edge.clicks import ClickRecorder
 from edge.linkstore import LinkStore
 from edge.redirect import Target
+from linkedge import redisclient
 from linkedge.settings import Settings
 
 log = logging.getLogger("linkedge.edge")
@@ -62,6 +65,45 @@ async def _stop(task: asyncio.Task[None]) -> None:
         log.error("background task failed", exc_info=task.exception())
 
 
+async def _open_redis(url: str) -> aioredis.Redis:
+    """The worker's Redis client: a pooled plain client, or a ``RedisCluster`` when the URL's node
+    says it is in cluster mode (a node that cannot be asked is taken for a single node: a Redis
+    outage must not stop an edge from starting)."""
+    try:
+        cluster = await redisclient.cluster_enabled(url, timeout=REDIS_TIMEOUT_S)
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "could not ask Redis whether it is a cluster; using a single-node client",
+            extra={"error": repr(exc)},
+        )
+        cluster = False
+    if cluster:
+        client = redisclient.cluster_client(
+            url,
+            "edge",
+            max_connections=REDIS_MAX_CONNECTIONS,  # per node; over it a command fails at once
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), 1),
+        )
+        # RedisCluster is no Redis subclass, but has every command the edge sends through it:
+        # scripts (routed by their keys), SET, PUBLISH, PING, non-transactional pipelines. The
+        # one difference, MGET across slots, LinkStore handles itself.
+        return cast(aioredis.Redis, client)
+    return aioredis.Redis.from_pool(  # from_pool: the client owns the pool and closes it
+        aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), 1),  # one retry covers a pooled connection Redis closed
+        )
+    )
+
+
 @dataclasses.dataclass(eq=False)
 class Resources:
     settings: Settings
@@ -78,18 +120,9 @@ class Resources:
     async def open(cls, settings: Settings) -> Resources:
         settings.require("redis_url", "database_url")
         _forget_dead_workers(settings.prometheus_multiproc_dir)
-        redis = aioredis.Redis.from_pool(  # from_pool: the client owns the pool and closes it
-            aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url.get(),
-                max_connections=REDIS_MAX_CONNECTIONS,
-                timeout=REDIS_TIMEOUT_S,
-                socket_timeout=REDIS_TIMEOUT_S,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-                health_check_interval=30,
-                retry=Retry(NoBackoff(), 1),  # one retry covers a pooled connection Redis closed
-            )
-        )
+        redis = await _open_redis(settings.redis_url.get())
         # The invalidation listener idles on its own connection; its read timeout is per call.
+        # Always a plain client on the URL's node: a cluster broadcasts PUBLISH to every node.
         subscriber = aioredis.Redis.from_url(
             settings.redis_url.get(),
             socket_timeout=5,

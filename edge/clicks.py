@@ -56,12 +56,19 @@ from linkedge.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# KEYS: counts hash, clicks stream, flush marker. ARGV: marker ttl, the counters as lines
-# "<field> <increment>", the stream entry (the encoded events one per line; JSON from orjson has
-# no raw newline). Three arguments whatever the batch size: redis-py packs each argument in Python
-# (~1 us each), Lua splits the counters in C, and the events go into the stream as one entry. The shebang makes Redis refuse the whole call up front when it is out
-# of memory, instead of failing halfway through.
+# KEYS: counts hash, clicks stream, flush marker, then markers of this worker's earlier flushes to
+# this shard whose replies it has received (it will never retry those, so their markers have done
+# their job; deleting them here keeps Redis from holding a marker per flush for a day: at 20
+# flushes a second that was ~1.7 million keys per busy worker). ARGV: marker ttl, the counters as
+# lines "<field> <increment>", the stream entry (the encoded events one per line; JSON from orjson
+# has no raw newline). Three arguments whatever the batch size: redis-py packs each argument in
+# Python (~1 us each), Lua splits the counters in C, and the events go into the stream as one
+# entry. The shebang makes Redis refuse the whole call up front when it is out of memory, instead
+# of failing halfway through.
 FLUSH_SCRIPT = """#!lua
+if #KEYS > 3 then
+  redis.call('DEL', unpack(KEYS, 4))
+end
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
   return 0
 end
@@ -73,6 +80,7 @@ return 1
 """
 
 MAX_BATCH = 5000  # events per script call, whatever CLICK_FLUSH_MAX_EVENTS says
+SPENT_MARKERS_PER_CALL = 100  # answered flushes' markers deleted by one script call, at most
 SEND_TIMEOUT_S = 5.0  # one script call; a timed-out batch is retried with the same flush id
 MAX_BACKOFF_S = 1.0  # between attempts while Redis fails
 SPOOL_CHECK_S = 1.0  # how often an idle worker looks for spool files to replay
@@ -122,6 +130,8 @@ class ClickRecorder:
         self._replay: Any = None  # iterator over the claimed file's batches
         self._replay_head: Batch | None = None
         self._dropping = 0  # clicks dropped in the current episode; 0 when none
+        # Per shard: markers of flushes whose replies came back, deleted by the next call there.
+        self._spent: dict[int, list[str]] = collections.defaultdict(list)
         self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}  # see _fill
         self._second, self._day = -1, ""  # the UTC day of the last second seen
 
@@ -367,17 +377,21 @@ class ClickRecorder:
             self._build_logged_at = now
             log.exception("click event could not be built", extra={"code": link.code})
 
-    async def _send(self, batch: Batch) -> bool:
-        """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails."""
+    async def _send(self, batch: Batch, *, from_spool: bool = False) -> bool:
+        """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails.
+
+        Once answered, a batch from memory is never sent again, so its marker is spent. A batch
+        replayed from a spool file is not: if this worker dies before the file is finished,
+        another worker replays the whole file, and the marker is what makes that a no-op.
+        """
         shard = batch.shard
+        marker = keys.flush_marker(shard, batch.flush_id)
+        # Never this batch's own marker, whatever the caller did (an answered batch is not resent).
+        spent = [key for key in self._spent[shard][:SPENT_MARKERS_PER_CALL] if key != marker]
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 applied = await self._script(
-                    keys=[
-                        keys.counts(shard),
-                        keys.clicks_stream(shard),
-                        keys.flush_marker(shard, batch.flush_id),
-                    ],
+                    keys=[keys.counts(shard), keys.clicks_stream(shard), marker, *spent],
                     args=flush_args(batch),
                 )
         except (RedisError, OSError, TimeoutError) as exc:
@@ -395,6 +409,9 @@ class ClickRecorder:
             self._failures = 0
         self._retry_at = 0.0
         self._end_drop_episode()
+        del self._spent[shard][: min(len(self._spent[shard]), SPENT_MARKERS_PER_CALL)]
+        if not from_spool:
+            self._spent[shard].append(marker)
         if applied:
             CLICKS_RECORDED.inc(len(batch.events))
             CLICK_FLUSH_EVENTS.observe(len(batch.events))
@@ -458,7 +475,7 @@ class ClickRecorder:
                 self._drop(item.events, "spool_corrupt")
                 continue
             self._replay_head = item
-            if not await self._send(item):
+            if not await self._send(item, from_spool=True):
                 return False
             self._replay_head = None
         return True

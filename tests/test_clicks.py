@@ -474,7 +474,9 @@ def test_one_stream_entry_per_flush_holds_its_events(
     entries, clicks = asyncio.run(go())
     assert sorted(len(events) for events in entries) == [20, 40, 40]
     assert len({c.id for c in clicks}) == 100
-    assert sorted(c.target for c in clicks) == sorted(f"https://example.com/{i}" for i in range(100))
+    assert sorted(c.target for c in clicks) == sorted(
+        f"https://example.com/{i}" for i in range(100)
+    )
 
 
 def test_start_settles_the_garbage_collector(click_settings: Settings, db9_url: str) -> None:
@@ -562,6 +564,82 @@ def test_record_now_with_redis_down_spools_on_close_and_replays_later(
     assert click.link_id == link.id
     assert metric("linkedge_clicks_spooled_total") - spooled == 1
     assert spool_files(settings.click_spool_dir) == []
+
+
+async def flush_markers(client: aioredis.Redis) -> list[bytes]:
+    return [key async for key in client.scan_iter(match=f"{keys.PREFIX}:*:flush:*")]
+
+
+def test_answered_flushes_markers_are_deleted_by_later_calls(
+    click_settings: Settings, db9_url: str
+) -> None:
+    """A marker only guards a retry after a lost reply; once this worker has the reply, its next
+    call to that shard deletes it. So markers do not pile up (one per flush for a day), and the
+    counts stay exact."""
+    settings = click_settings.replace(click_flush_max_events=10)
+    link = make_link()
+
+    async def go() -> tuple[int, list[bytes], int, int]:
+        async with recorder(settings, db9_url) as (rec, client):
+            for round_no in range(40):
+                for _ in range(10):
+                    rec.record(link, make_scope(), "https://example.com/x")
+                done = 10 * (round_no + 1)
+                await eventually(lambda n=done: _at_least(stream_clicks(client), n))
+            flushes = 40
+            markers = await flush_markers(client)
+            pending = sum(len(spent) for spent in rec._spent.values())
+            return flushes, markers, pending, sum((await counters(client)).values())
+
+    flushes, markers, pending, counted = asyncio.run(go())
+    assert counted == 400
+    # What is left: the markers of the last answered flush to each shard, not yet deleted.
+    assert len(markers) == pending <= SHARDS < flushes
+
+
+def test_a_spool_replay_keeps_its_markers(click_settings: Settings, db9_url: str) -> None:
+    """A batch replayed from a spool file may be replayed again by another worker if this one dies
+    before the file is finished: its marker must stay (and expire on its own), while the markers of
+    batches sent from memory are deleted by later calls."""
+    settings = click_settings.replace(click_flush_interval_ms=60_000, click_flush_max_events=5)
+    link = make_link()
+
+    async def go() -> tuple[int, set[str], set[str], set[str]]:
+        client = client_for(db9_url)
+        await client.flushdb()
+        rec = ClickRecorder(settings, client)  # not started: this test drives the flush steps
+        for _ in range(15):
+            rec.record(link, make_scope(), "https://example.com/x")
+        rec._seal()
+        spooled = list(rec._batches)
+        rec._spool_out(spooled)  # as when memory was full during an outage
+        rec._batches.clear()
+        rec._batched_events = 0
+        rec._spool_check_at = 0.0
+        while await rec._replay_spool():
+            pass
+        sent: list[Batch] = []
+        for _ in range(3):  # three rounds of flushes from memory, to every shard
+            for _ in range(4 * 5):
+                rec.record(link, make_scope(), "https://example.com/later")
+            rec._seal()
+            sent += rec._batches
+            await rec._tick()
+        markers = {m.decode() for m in await flush_markers(client)}
+        clicks = len(await stream_clicks(client))
+        await rec.close()
+        await client.aclose()
+        return (
+            clicks,
+            markers,
+            {keys.flush_marker(b.shard, b.flush_id) for b in spooled},
+            {keys.flush_marker(b.shard, b.flush_id) for b in sent},
+        )
+
+    clicks, markers, replayed, from_memory = asyncio.run(go())
+    assert clicks == 15 + 60
+    assert markers >= replayed  # all kept
+    assert len(markers & from_memory) <= SHARDS < len(from_memory)  # only the last ones left
 
 
 # ---- Redis outage, spool, drops -------------------------------------------------------------------

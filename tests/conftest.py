@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from linkedge import apikeys
-from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, redis_server_binary
 from linkedge.migrate import migrate_postgres
 from linkedge.settings import Secret, Settings
 
@@ -54,7 +54,9 @@ class Stores:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a linkedge subprocess pointed at these stores."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LINKEDGE_", "PROMETHEUS_"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("LINKEDGE_", "PROMETHEUS_"))
+        }
         env.update(
             REDIS_URL=self.redis_url,
             DATABASE_URL=self.database_url,
@@ -188,8 +190,13 @@ class Process:
         self.log = log
         self._out = open(log, "ab")
         self.proc = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            args,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property
@@ -222,7 +229,9 @@ def wait_http(url: str, proc: Process, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited {proc.proc.returncode}:\n{proc.output()[-4000:]}")
+            raise RuntimeError(
+                f"{proc.args} exited {proc.proc.returncode}:\n{proc.output()[-4000:]}"
+            )
         try:
             if httpx.get(url, timeout=1).status_code < 500:
                 return
@@ -298,8 +307,13 @@ def shared_edge(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """One edge server with two workers for the whole session (API and redirect tests)."""
     tmp = tmp_path_factory.mktemp("shared-edge")
     port = free_port()
-    env = stores.env(PORT=str(port), EDGE_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"),
-                     CLICK_SPOOL_DIR=str(tmp / "spool"), LOG_LEVEL="INFO")
+    env = stores.env(
+        PORT=str(port),
+        EDGE_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"),
+        CLICK_SPOOL_DIR=str(tmp / "spool"),
+        LOG_LEVEL="INFO",
+    )
     proc = Process([sys.executable, "-m", "linkedge.cli", "edge"], env, tmp / "edge.log")
     try:
         url = f"http://127.0.0.1:{port}"
@@ -314,3 +328,44 @@ def shared_edge(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def edge(shared_edge: Edge) -> Iterator[httpx.Client]:
     with shared_edge.client() as client:
         yield client
+
+
+# ---- Redis Cluster ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A one-node Redis Cluster owning all 16384 slots, one per test module."""
+    data = tmp_path_factory.mktemp("redis-cluster")
+    port = free_port()
+    args = [
+        redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+        "--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf"),
+        "--cluster-port", str(free_port()),  # else port + 10000, which may not exist
+        "--save", "", "--appendonly", "no", "--logfile", str(data / "redis.log"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        client: Any = _wait_for_node(port, proc, data / "redis.log")  # execute_command is untyped
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 20
+        while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "single-node cluster did not become ok"
+            time.sleep(0.1)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _wait_for_node(port: int, proc: subprocess.Popen[bytes], log: Path) -> redis.Redis:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        client = redis.Redis(port=port)
+        try:
+            client.ping()
+            return client
+        except redis.ConnectionError:
+            client.close()
+            time.sleep(0.05)
+    raise AssertionError(f"cluster-mode redis-server did not start:\n{log.read_text()}")

@@ -6,7 +6,6 @@ MULTI stays on one slot. The cluster is one real redis-server in cluster mode ow
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from test_analytics import Analytics, assert_exact, drained, link_ids, make_clic
 
 from analytics.consumer import DeadEvent, StreamReader, dead_letter_stream
 from linkedge import keys
-from linkedge.embedded import EmbeddedRedis, free_port, redis_server_binary
+from linkedge.embedded import EmbeddedRedis, free_port
 
 SHARDS = 4  # as in test_analytics, whose helpers produce into that many shards
 
@@ -29,47 +28,6 @@ def plain_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = EmbeddedRedis(tmp_path_factory.mktemp("streams-redis"), persist=False).start()
     yield server.url
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("streams-cluster")
-    port = free_port()
-    args = [
-        redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-        "--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf"),
-        "--cluster-port", str(free_port()),  # else port + 10000, which may not exist
-        "--save", "", "--appendonly", "no", "--logfile", str(data / "redis.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        client = _wait_for(port, proc, data / "redis.log")
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        deadline = time.monotonic() + 20
-        while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline, "single-node cluster did not become ok"
-            time.sleep(0.1)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _wait_for(port: int, proc: subprocess.Popen[bytes], log: Path) -> redis.Redis:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text(errors="replace")
-        client = redis.Redis(port=port)
-        try:
-            client.ping()
-            return client
-        except redis.ConnectionError:
-            client.close()
-            time.sleep(0.05)
-    raise AssertionError(
-        f"cluster-mode redis-server did not start:\n{log.read_text(errors='replace')}"
-    )
 
 
 async def _scenario(client: aioredis.Redis) -> None:

@@ -8,10 +8,8 @@ cross-node MOVED handling, so the tests also check which client each process end
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +21,7 @@ from aggregator.main import Aggregator
 from edge.linkstore import INVALIDATED_MARKER
 from edge.resources import Resources
 from linkedge import keys, redisclient
-from linkedge.embedded import free_port, redis_server_binary
+from linkedge.embedded import free_port
 from linkedge.events import parse_counter_field, split_entry
 from linkedge.settings import Secret, Settings
 from tests.conftest import Db, Edge, Process, Stores, wait_http
@@ -34,46 +32,6 @@ BROWSER = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0.0.0 Safari/537.36"
 }
-
-
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A one-node Redis Cluster (as in test_analytics_streams) owning all 16384 slots."""
-    data = tmp_path_factory.mktemp("edge-cluster")
-    port = free_port()
-    args = [
-        redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-        "--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf"),
-        "--cluster-port", str(free_port()),  # else port + 10000, which may not exist
-        "--save", "", "--appendonly", "no", "--logfile", str(data / "redis.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        client: Any = _wait_for_node(port, proc, data / "redis.log")  # execute_command is untyped
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        deadline = time.monotonic() + 20
-        while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline, "single-node cluster did not become ok"
-            time.sleep(0.1)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _wait_for_node(port: int, proc: subprocess.Popen[bytes], log: Path) -> redis.Redis:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text(errors="replace")
-        client = redis.Redis(port=port)
-        try:
-            client.ping()
-            return client
-        except redis.ConnectionError:
-            client.close()
-            time.sleep(0.05)
-    raise AssertionError(f"cluster-mode redis-server did not start:\n{log.read_text()}")
 
 
 @pytest.fixture

@@ -19,6 +19,10 @@ INVALIDATE_CHANNEL = f"{PREFIX}:invalidate"
 def rate_limit(key_id: int) -> str:
     return f"{PREFIX}:rl:{key_id}"
 
+# API key lookups that missed a worker's cache, one GCRA key per client IP.
+def auth_lookups(client_ip: str) -> str:
+    return f"{PREFIX}:rl:ip:{client_ip}"
+
 # ---- click pipeline, per shard -------------------------------------------------------------
 def shard_tag(shard: int) -> str:
     return f"{{c{shard}}}"

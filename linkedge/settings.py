@@ -105,6 +105,8 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     rate_limit_per_minute: int = 600  # sustained API requests per key
     rate_limit_burst: int = 60  # requests a key may send at once above the sustained rate
+    auth_lookups_per_minute: int = 600  # API keys one client IP may have looked up in Postgres
+    auth_lookup_burst: int = 100  # ... at once, above that rate (cached keys are not counted)
 
     # Click recording.
     click_flush_interval_ms: int = 50

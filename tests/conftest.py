@@ -63,6 +63,10 @@ class Stores:
             CLICKHOUSE_URL=self.clickhouse_url,
             CLICK_SPOOL_DIR=str(self.tmp / f"spool-{uuid.uuid4().hex[:8]}"),
             LOG_LEVEL="WARNING",
+            # Every test edge shares this Redis and the client 127.0.0.1, so the per-IP key-lookup
+            # bucket would couple unrelated tests (each new key is one lookup). The test of that
+            # limit sets its own values and client addresses.
+            AUTH_LOOKUP_BURST="1000000",
         )
         env.update(extra)
         return env

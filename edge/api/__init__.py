@@ -20,10 +20,12 @@ from starlette.routing import Mount, Route
 
 from edge.api import openapi, problems
 from edge.api.auth import AuthMiddleware
+from edge.api.gcra import Limiter
 from edge.api.health import HealthRoutes
 from edge.api.links import LinkRoutes
 from edge.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from edge.api.ratelimit import RateLimitMiddleware
+from edge.clickinfo import trusted_networks
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = frozenset({"/openapi.json"})
@@ -56,7 +58,17 @@ def build_api(resources: Any, reserved: frozenset[str]) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware, prefix=API_PREFIX, routes=routes),
-            Middleware(AuthMiddleware, pg=resources.pg, public=PUBLIC_PATHS),
+            Middleware(
+                AuthMiddleware,
+                pg=resources.pg,
+                public=PUBLIC_PATHS,
+                lookups=Limiter(
+                    resources.redis,
+                    settings.auth_lookups_per_minute,
+                    settings.auth_lookup_burst,
+                ),
+                trusted=trusted_networks(settings.trusted_proxies),
+            ),
             Middleware(
                 RateLimitMiddleware,
                 redis=resources.redis,

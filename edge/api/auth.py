@@ -1,9 +1,13 @@
 """Bearer API keys: pure ASGI middleware on the ``/api/v1`` mount.
 
 A presented key is hashed (SHA-256) and looked up by digest; ``hmac.compare_digest`` makes the
-final comparison. Lookups are cached per worker for ``KEY_CACHE_TTL_S`` seconds (unknown keys too,
-so that a flood of random keys does not reach Postgres), which bounds how long a revoked key keeps
-working on a worker that had just seen it: revocation bites within 5 seconds.
+final comparison. Lookups are cached per worker for ``KEY_CACHE_TTL_S`` seconds (unknown keys too),
+which bounds how long a revoked key keeps working on a worker that had just seen it: revocation
+bites within 5 seconds. A key the cache does not hold costs a Postgres query, so those lookups are
+limited per client IP (``AUTH_LOOKUPS_PER_MINUTE``, ``AUTH_LOOKUP_BURST``; a GCRA bucket in Redis,
+the IP taken from ``X-Forwarded-For`` only behind ``TRUSTED_PROXIES``): a client sending random
+keys gets 429s instead of loading Postgres. Keys in the cache are not counted, so a client using
+its key is charged about once per ``KEY_CACHE_TTL_S`` per worker.
 
 Handlers call ``require(request, scope)``: 403 naming the scope that is missing.
 """
@@ -19,8 +23,11 @@ from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from edge.api.gcra import Limiter
 from edge.api.problems import Problem
-from linkedge import apikeys
+from edge.clickinfo import Network, client_ip
+from edge.metrics import RATE_LIMITED
+from linkedge import apikeys, keys
 
 KEY_CACHE_TTL_S = 5.0
 KEY_CACHE_SIZE = 10_000
@@ -86,12 +93,19 @@ class AuthMiddleware:
     """401 unless a live key is presented; paths in ``public`` (relative to the mount) are open."""
 
     def __init__(
-        self, app: ASGIApp, pg: asyncpg.Pool, public: frozenset[str] = frozenset()
+        self,
+        app: ASGIApp,
+        pg: asyncpg.Pool,
+        public: frozenset[str] = frozenset(),
+        lookups: Limiter | None = None,
+        trusted: tuple[Network, ...] = (),
     ) -> None:
         self.app = app
         self.pg = pg
         self.public = public
         self.cache = KeyCache()
+        self.lookups = lookups  # per client IP, for keys the cache does not hold
+        self.trusted = trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or get_route_path(scope) in self.public:
@@ -108,7 +122,15 @@ class AuthMiddleware:
                 scope, receive, send
             )
             return
-        key = await self._lookup(token)
+        digest = apikeys.digest(token) if _well_formed(token) else None
+        hit, key = self.cache.get(digest) if digest is not None else (True, None)
+        if not hit and digest is not None:
+            refused = await self._over_lookup_limit(scope)
+            if refused is not None:
+                await refused.response(scope["path"])(scope, receive, send)
+                return
+            key = await load_key(self.pg, token)
+            self.cache.put(digest, key)
         if key is None:
             detail = (
                 "the API key is invalid or revoked; create a new one with 'linkedge create-key'"
@@ -120,15 +142,34 @@ class AuthMiddleware:
         scope[SCOPE_KEY] = key
         await self.app(scope, receive, send)
 
-    async def _lookup(self, token: str) -> ApiKey | None:
-        if not token.startswith(apikeys.KEY_PREFIX) or len(token) > MAX_KEY_LENGTH:
+    async def _over_lookup_limit(self, scope: Scope) -> Problem | None:
+        """A 429 when this client IP has looked up too many keys the cache did not hold."""
+        if self.lookups is None:
             return None
-        digest = apikeys.digest(token)
-        hit, key = self.cache.get(digest)
-        if not hit:
-            key = await load_key(self.pg, token)
-            self.cache.put(digest, key)
-        return key
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        forwarded = [
+            value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name == b"x-forwarded-for"
+        ]
+        verdict = await self.lookups.charge(
+            keys.auth_lookups(client_ip(peer, forwarded, self.trusted))
+        )
+        if verdict is None or verdict.allowed:
+            return None
+        RATE_LIMITED.inc()
+        retry_s = verdict.retry_s
+        return Problem(
+            429,
+            f"too many API key lookups from this address ({self.lookups.capacity} at once, "
+            f"{self.lookups.per_minute} per minute); retry in {retry_s} s with a valid key",
+            headers={"Retry-After": str(retry_s)},
+        )
+
+
+def _well_formed(token: str) -> bool:
+    return token.startswith(apikeys.KEY_PREFIX) and len(token) <= MAX_KEY_LENGTH
 
 
 def require(request: Request, scope_name: str) -> ApiKey:

@@ -36,7 +36,7 @@ from analytics.consumer import DeadEvent, Entry, StreamReader
 from analytics.enrich import Enricher, salt_secret
 from analytics.server import AnalyticsServer
 from analytics.writer import ClickHouseWriter, batch_token
-from linkedge import events
+from linkedge import events, redisclient
 from linkedge.settings import Settings
 from linkedge.worker import run_worker, wait_or_stop
 
@@ -125,14 +125,12 @@ class Analytics:
         """On a Redis Cluster node, read through a cluster client (each shard is its own slot)."""
         if self._cluster is not None:
             return
-        info = await self.redis.info("cluster")
-        if info.get("cluster_enabled"):
-            self._cluster = aioredis.RedisCluster.from_url(
-                self.settings.redis_url.get(), **self._redis_options
+        if await redisclient.is_cluster(self.redis):
+            self._cluster = redisclient.cluster_client(
+                self.settings.redis_url.get(), "analytics", **self._redis_options
             )
             self.reader.redis = self._cluster
-            self.reader.cluster = True
-            log.info("Redis Cluster detected: reading each shard stream on its own slot")
+            self.reader.cluster = True  # each shard stream is read on its own slot
 
     async def _take(self) -> list[Entry]:
         try:

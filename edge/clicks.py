@@ -132,7 +132,7 @@ class ClickRecorder:
         self._dropping = 0  # clicks dropped in the current episode; 0 when none
         # Per shard: markers of flushes whose replies came back, deleted by the next call there.
         self._spent: dict[int, list[str]] = collections.defaultdict(list)
-        self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}  # see _fill
+        self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}  # see _add
         self._second, self._day = -1, ""  # the UTC day of the last second seen
 
     # ---- the request side ------------------------------------------------------------------

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from edge.cache import MISSING, Clock, LocalCache, _Missing
+from edge.coalescer import Coalescer
 from edge.metrics import CACHE_LOOKUPS, INVALIDATION_ERRORS, INVALIDATIONS, LOOKUP_ERRORS
 from edge.records import LinkRecord
 from linkedge import keys
@@ -41,12 +42,16 @@ REDIS_RETRY_S = 1.0  # after a Redis error, lookups skip Redis this long
 MGET_MAX_KEYS = 512
 MGETS_IN_FLIGHT = 2  # per worker; more requests wait for one of them and share the next
 
-SELECT_LINK = """
+SELECTS_IN_FLIGHT = 2  # per worker, as for MGET; Postgres is the slower store
+SELECT_MAX_CODES = 512
+
+# Live links of many codes at once: the concurrent cold lookups of a worker share one query.
+SELECT_LINKS = """
 SELECT id, account_id, code, url, redirect_type,
        EXTRACT(EPOCH FROM expires_at)::float8 AS expires_at,
        expired_url, forward_query, disabled
 FROM links
-WHERE code = $1 AND deleted_at IS NULL
+WHERE code = ANY($1::text[]) AND deleted_at IS NULL
 """
 
 # Tiers, as indexes into LinkStore.tiers (plain ints on the hot path; ``fold`` moves them into
@@ -67,63 +72,6 @@ class Prepared(Protocol):
 
 
 V = TypeVar("V", bound=Prepared)
-
-
-class _RedisGets:
-    """``GET``s sent as ``MGET``s: those of one loop tick together, and while ``MGETS_IN_FLIGHT``
-    are out, the next ones wait and go together when one returns (bigger batches under load).
-    On a Redis Cluster the keys of a batch sit in many slots: ``mget_nonatomic`` sends one ``MGET``
-    per slot (a lookup needs no atomicity across codes)."""
-
-    def __init__(self, redis: AnyRedis) -> None:
-        self.redis = redis
-        self._send = (
-            redis.mget_nonatomic if isinstance(redis, aioredis.RedisCluster) else redis.mget
-        )
-        self._keys: list[str] = []
-        self._waiters: list[asyncio.Future[bytes | None]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def get(self, key: str) -> asyncio.Future[bytes | None]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bytes | None] = loop.create_future()
-        self._keys.append(key)
-        self._waiters.append(waiter)
-        if not self._scheduled and len(self._tasks) < MGETS_IN_FLIGHT:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return waiter
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        keys_, waiters = self._keys[:MGET_MAX_KEYS], self._waiters[:MGET_MAX_KEYS]
-        del self._keys[:MGET_MAX_KEYS], self._waiters[:MGET_MAX_KEYS]
-        task = asyncio.ensure_future(self._mget(keys_, waiters))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        self._schedule_more()
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._schedule_more()
-
-    def _schedule_more(self) -> None:
-        if self._keys and not self._scheduled and len(self._tasks) < MGETS_IN_FLIGHT:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    async def _mget(self, keys_: list[str], waiters: list[asyncio.Future[bytes | None]]) -> None:
-        try:
-            values = await self._send(keys_)
-        except Exception as exc:  # noqa: BLE001 -- handed to every waiter, which falls back
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            return
-        for waiter, value in zip(waiters, values):
-            if not waiter.done():
-                waiter.set_result(value)
 
 
 class LinkStore(Generic[V]):
@@ -149,9 +97,21 @@ class LinkStore(Generic[V]):
         )
         self.tiers = [0] * len(_TIER_NAMES)
         self.invalidations = 0
+        self.selects = 0  # Postgres queries for lookups (each may answer many codes)
         self._cluster = isinstance(redis, aioredis.RedisCluster)
         self._subscriber = subscriber or redis
-        self._gets = _RedisGets(redis)
+        # One MGET per batch; on a Redis Cluster the keys sit in many slots, and
+        # ``mget_nonatomic`` sends one MGET per slot (a lookup needs no atomicity across codes).
+        mget = cast(
+            "Callable[[list[str]], Awaitable[list[bytes | None]]]",
+            redis.mget_nonatomic if isinstance(redis, aioredis.RedisCluster) else redis.mget,
+        )
+        self._gets: Coalescer[str, bytes | None] = Coalescer(
+            mget, max_batch=MGET_MAX_KEYS, in_flight=MGETS_IN_FLIGHT
+        )
+        self._selects: Coalescer[str, LinkRecord | None] = Coalescer(
+            self._select_many, max_batch=SELECT_MAX_CODES, in_flight=SELECTS_IN_FLIGHT
+        )
         self._inflight: dict[str, asyncio.Future[V | None]] = {}
         self._epoch = 0  # bumped by every invalidation; a fetch that overlaps one is not cached
         self._redis_retry_at = 0.0
@@ -229,13 +189,16 @@ class LinkStore(Generic[V]):
 
     async def _select(self, code: str) -> LinkRecord | None:
         try:
-            row = await self.pg.fetchrow(SELECT_LINK, code, timeout=5)
-        except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+            return await self._selects.get(code)
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             LOOKUP_ERRORS.labels(store="postgres").inc()
             raise StoreUnavailable(f"postgres lookup failed: {exc!r}") from exc
-        if row is None:
-            return None
-        return LinkRecord(**dict(row))
+
+    async def _select_many(self, codes: list[str]) -> list[LinkRecord | None]:
+        rows = await self.pg.fetch(SELECT_LINKS, codes, timeout=5)
+        self.selects += 1
+        found = {row["code"]: LinkRecord(**dict(row)) for row in rows}
+        return [found.get(code) for code in codes]
 
     async def _write_back(self, key: str, record: LinkRecord | None) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+from edge.linkstore import StoreUnavailable
 from edge.resources import Resources
 from linkedge import keys
 from linkedge.embedded import EmbeddedRedis
@@ -312,7 +314,7 @@ def _lookups(tier: str) -> float:
     return REGISTRY.get_sample_value("linkedge_link_lookups_total", {"tier": tier}) or 0.0
 
 
-def test_concurrent_lookups_share_fetches_and_redis_round_trips(
+def test_concurrent_lookups_share_fetches_and_round_trips(
     settings: Settings, make_link: Callable[..., str], redis_client: redis.Redis
 ) -> None:
     hot = make_link("https://example.org/hot")
@@ -326,7 +328,12 @@ def test_concurrent_lookups_share_fetches_and_redis_round_trips(
             assert {r.url for r in records if r is not None} == {"https://example.org/hot"}
             first.links.fold()
             assert _lookups("postgres") - before == 1  # one fetch for 50 concurrent requests
-            await asyncio.gather(*(first.links.lookup(code) for code in many))
+            selects = first.links.selects
+            records = await asyncio.gather(*(first.links.lookup(code) for code in many))
+            assert [r.url for r in records if r is not None] == [
+                f"https://example.org/{i}" for i in range(30)
+            ]
+            assert first.links.selects - selects == 1  # 30 cold lookups, one Postgres query
             await asyncio.sleep(0.2)  # write-backs to Redis
         finally:
             await first.close()
@@ -350,3 +357,19 @@ def test_concurrent_lookups_share_fetches_and_redis_round_trips(
 def _commandstat(client: redis.Redis, command: str) -> int:
     stats = client.info("commandstats").get(f"cmdstat_{command}", {})
     return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+
+def test_postgres_gone_makes_a_cold_lookup_store_unavailable(settings: Settings) -> None:
+    """A closed pool or a dropped connection (asyncpg's InterfaceError, not a PostgresError) is
+    the store being unavailable: the redirect answers 503, never 500."""
+
+    async def go() -> None:
+        resources = await Resources.open(settings)
+        try:
+            await resources.pg.close()
+            with pytest.raises(StoreUnavailable):
+                await resources.links.lookup(f"gone{uuid.uuid4().hex[:8]}")
+        finally:
+            await resources.close()
+
+    asyncio.run(go())

@@ -123,6 +123,10 @@ class ClickHouseWriter:
                 "insert_deduplication_token": token,
                 # Default on recent servers, off on older ones: the view skips what the table skips.
                 "deduplicate_blocks_in_dependent_materialized_views": 1,
+                # A batch may span many months (a spool replayed after a long outage, a skewed
+                # clock); the default limit of 100 partitions would fail it on every retry and
+                # stall its shard. 0 = no limit.
+                "max_partitions_per_insert_block": 0,
             },
         )
 

@@ -314,6 +314,39 @@ print(first["row_count"], first["hourly_clicks"], sorted(writer.link_counts(9).i
     assert counts["human_clicks"] == counts["hourly_human_clicks"] == 5
 
 
+def test_a_batch_spanning_many_months_inserts_once(tmp_path: Path) -> None:
+    """``clicks`` is partitioned by month, and ClickHouse refuses by default an insert touching
+    more than 100 partitions (code 252), which would retry the batch forever and stall its shard
+    (a spool replayed after a long outage, a skewed clock). The writer lifts that limit; the
+    deduplication token still covers every partition of the batch."""
+    script = f"""
+import datetime
+from analytics.enrich import Enricher
+from analytics.writer import ClickHouseWriter, batch_token
+from linkedge.events import Click, ClickIds
+ids = ClickIds()
+start = datetime.datetime(2010, 1, 15, tzinfo=datetime.timezone.utc)
+stamps = [int((start + datetime.timedelta(days=31 * i)).timestamp() * 1000) for i in range(150)]
+rows = [Enricher(b"s").row(Click(id=ids.new(ts), ts_ms=ts, link_id=11, account_id=1, code="m",
+        target="t", ip="1.1.1.1")) for ts in stamps]
+writer = ClickHouseWriter("chdb://{tmp_path / "ch"}")
+writer.insert(rows, batch_token(["0/9-0"]))
+writer.insert(rows, batch_token(["0/9-0"]))  # retried after a lost ack: skipped, every partition
+counts = writer.link_counts(11)
+print(counts["row_count"], counts["distinct_clicks"])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["150", "150"]
+
+
 def test_entries_of_a_dead_consumer_are_claimed(
     rds: redis.Redis, start_analytics: Callable[..., Analytics]
 ) -> None:

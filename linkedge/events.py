@@ -75,61 +75,17 @@ def encode(click: Click) -> bytes:
 
 
 # encode()'s output with every value's own orjson encoding in its place (orjson writes compact
-# JSON in dict order: these bytes are what it writes around the values), in two halves: what
-# changes with every click, and what a recorder can keep per distinct set of request headers.
-_HEAD = b'{"v":%d,"id":%b,"ts":%d,"l":%d,"a":%d,"c":%b,"t":%b,"ip":%b,'
+# JSON in dict order: these bytes are what it writes around the values). An event is put together
+# by ``%`` (``EventEncoder``), allocated at its exact size: ``orjson.dumps`` of the whole dict
+# over-allocates its output and shrinks it, ~4 us more per event when a batch keeps thousands.
+# The second half (``encode_tail``) is what a recorder can keep per distinct set of headers.
 _TAIL = b'"ua":%b,"r":%b,"al":%b,"h":%b,"q":%b,"b":%b}'
-
-
-def encode_fields(
-    click_id: str,
-    ts_ms: int,
-    link_id: int,
-    account_id: int,
-    code: str,
-    target: str,
-    ip: str,
-    user_agent: str,
-    referer: str,
-    accept_language: str,
-    host: str,
-    utm: dict[str, str],
-    bot: str,
-) -> bytes:
-    """``encode(Click(...))`` without building the ``Click``: the edge's per-click path.
-
-    Positional, in ``Click``'s field order; the bytes are identical to ``encode``'s. Each string
-    is encoded by orjson on its own and the event is put together by ``%``: the result is
-    allocated at its exact size. ``orjson.dumps`` of the whole dict over-allocates its output and
-    shrinks it, which costs ~4 us more per event when thousands of them are kept for a batch.
-    ``encode_head(...) + encode_tail(...)`` is the same, for a caller that keeps tails.
-    """
-    return encode_head(click_id, ts_ms, link_id, account_id, code, target, ip) + encode_tail(
-        user_agent, referer, accept_language, host, utm, bot
-    )
-
-
-def encode_head(
-    click_id: str, ts_ms: int, link_id: int, account_id: int, code: str, target: str, ip: str
-) -> bytes:
-    """The first half of ``encode_fields``: ``Click``'s fields up to ``ip``."""
-    dumps = orjson.dumps
-    return _HEAD % (
-        VERSION,
-        dumps(click_id),
-        ts_ms,
-        link_id,
-        account_id,
-        dumps(code),
-        dumps(target),
-        dumps(ip),
-    )
 
 
 def encode_tail(
     user_agent: str, referer: str, accept_language: str, host: str, utm: dict[str, str], bot: str
 ) -> bytes:
-    """The second half of ``encode_fields``: ``Click``'s fields from ``user_agent`` on."""
+    """The second half of an event: ``Click``'s fields from ``user_agent`` on."""
     dumps = orjson.dumps
     return _TAIL % (
         dumps(user_agent),
@@ -142,7 +98,7 @@ def encode_tail(
 
 
 def join_entry(encoded: list[bytes]) -> bytes:
-    """One stream entry's ``e`` value holding ``encoded`` events (from ``encode``/``encode_fields``)."""
+    """One stream entry's ``e`` value holding ``encoded`` events (``encode``, ``EventEncoder``)."""
     return ENTRY_SEPARATOR.join(encoded)
 
 
@@ -251,12 +207,13 @@ _EVENT = b'{"v":%d,"id":"%b%012x","ts":%d,%b"ip":%b,%b'
 
 
 class EventEncoder:
-    """``encode_fields`` for one process's stream of clicks, with the id generated.
+    """``encode(Click(...))`` without the ``Click``, for one process's stream of clicks, with the
+    id generated: the edge's per-click path.
 
     What a click shares with others is encoded once: the id's prefix and the time per millisecond
-    (``ClickIds``), the link's part (``"l"``, ``"a"``, ``"c"``, ``"t"``) per (link, code, Location), and the
-    second half (``encode_tail``) by the caller per distinct set of request headers. The bytes are
-    ``encode_fields``'s for the same values.
+    (``ClickIds``), the link's part (``"l"``, ``"a"``, ``"c"``, ``"t"``) per (link, code,
+    Location), and the second half (``encode_tail``) by the caller per distinct set of request
+    headers. The bytes are ``encode``'s for the same values.
     """
 
     __slots__ = ("_links", "_links_max", "_ms", "_prefix", "ids")
@@ -268,7 +225,14 @@ class EventEncoder:
         self._ms, self._prefix = -1, b""
 
     def encode(
-        self, ts_ms: int, link_id: int, account_id: int, code: str, target: str, ip: str, tail: bytes
+        self,
+        ts_ms: int,
+        link_id: int,
+        account_id: int,
+        code: str,
+        target: str,
+        ip: str,
+        tail: bytes,
     ) -> bytes:
         """One event: ``tail`` is ``encode_tail(...)`` of the click's remaining fields."""
         if ts_ms != self._ms:
@@ -282,5 +246,11 @@ class EventEncoder:
             dumps = orjson.dumps
             part = self._links[key] = _LINK_PART % (link_id, account_id, dumps(code), dumps(target))
         return _EVENT % (
-            VERSION, self._prefix, self.ids.next_low(), ts_ms, part, orjson.dumps(ip), tail
+            VERSION,
+            self._prefix,
+            self.ids.next_low(),
+            ts_ms,
+            part,
+            orjson.dumps(ip),
+            tail,
         )

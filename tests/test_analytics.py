@@ -280,6 +280,20 @@ def test_bad_event_in_an_entry_is_set_aside_the_rest_inserted(
     assert len(logged) == 1 and "2 undecodable click event(s)" in logged[0]  # one line per entry
 
 
+def run_child(script: str) -> str:
+    """``script`` in a child Python (chdb holds one data path per process); its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def test_same_batch_twice_is_skipped_by_the_deduplication_token(tmp_path: Path) -> None:
     """What the engine does with ``insert_deduplication_token`` (in a child: one chdb path each)."""
     script = f"""
@@ -297,16 +311,8 @@ first = writer.link_counts(9)
 writer.insert(rows[:4], batch_token(["1/5-0"]))  # same clicks, other batch
 print(first["row_count"], first["hourly_clicks"], sorted(writer.link_counts(9).items()))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows, hourly, after = result.stdout.split(" ", 2)
+    stdout = run_child(script)
+    rows, hourly, after = stdout.split(" ", 2)
     assert (rows, hourly) == ("10", "10")
     counts = dict(eval(after))
     assert counts["row_count"] == 14  # ReplacingMergeTree collapses these at merge time
@@ -335,16 +341,8 @@ writer.insert(rows, batch_token(["0/9-0"]))  # retried after a lost ack: skipped
 counts = writer.link_counts(11)
 print(counts["row_count"], counts["distinct_clicks"])
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=180,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["150", "150"]
+    stdout = run_child(script)
+    assert stdout.split() == ["150", "150"]
 
 
 def test_entries_of_a_dead_consumer_are_claimed(

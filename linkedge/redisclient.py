@@ -40,11 +40,3 @@ def cluster_client(url: str, who: str, **options: Any) -> RedisCluster:
     """A ``RedisCluster`` started from the URL's node (it learns the others from it)."""
     log.info("%s: %s, routing commands by slot", who, CLUSTER_DETECTED, extra={"client_of": who})
     return RedisCluster.from_url(url, **options)
-
-
-async def connect(url: str, who: str, *, probe_timeout: float = 5.0, **options: Any) -> AnyRedis:
-    """A ``RedisCluster`` when the URL's node is in cluster mode, else a plain ``Redis``; both
-    built with ``options``. Raises when the node cannot be asked (callers decide what then)."""
-    if await cluster_enabled(url, timeout=probe_timeout):
-        return cluster_client(url, who, **options)
-    return Redis.from_url(url, **options)

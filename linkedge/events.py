@@ -197,12 +197,23 @@ class ClickIds:
     def reseed(self) -> None:
         """Call in a forked child so that two workers never share a base."""
         bits = int.from_bytes(os.urandom(10), "big")
-        self._high, self._low = (bits >> 48) & _MASK_26, bits & _MASK_48
+        self.seed((bits >> 48) & _MASK_26, bits & _MASK_48)
+
+    def seed(self, high: int, low: int) -> None:
+        """Start over from 26 random bits ``high`` and a 48-bit counter base ``low``."""
+        self._high, self._low = high & _MASK_26, low & _MASK_48
         self._counter = 0
         self._prefix_ms = -1
 
 
 _LINK_PART = b'"l":%d,"a":%d,"c":%b,"t":%b,'
+
+
+def link_part(link_id: int, account_id: int, code: str, target: str) -> bytes:
+    """The part of an event that only its link and Location decide (``"l"`` to ``"t"``)."""
+    return _LINK_PART % (link_id, account_id, orjson.dumps(code), orjson.dumps(target))
+
+
 _EVENT = b'{"v":%d,"id":"%b%012x","ts":%d,%b"ip":%b,%b'
 
 
@@ -243,8 +254,7 @@ class EventEncoder:
         if part is None:
             if len(self._links) >= self._links_max:
                 self._links.clear()
-            dumps = orjson.dumps
-            part = self._links[key] = _LINK_PART % (link_id, account_id, dumps(code), dumps(target))
+            part = self._links[key] = link_part(link_id, account_id, code, target)
         return _EVENT % (
             VERSION,
             self._prefix,

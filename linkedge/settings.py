@@ -77,6 +77,9 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+CLICK_ENCODERS = ("auto", "c", "python")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of linkedge. Field names are the environment variable names, lower-cased."""
@@ -115,6 +118,7 @@ class Settings:
     click_memory_limit: int = 200_000  # events kept in memory while Redis is down; then spooled
     click_spool_dir: str = ".linkedge/spool"
     click_spool_max_bytes: int = 512 * 1024 * 1024
+    click_encoder: str = "auto"  # auto: the C encoder when built; c: it or fail; python
 
     # Aggregator and analytics.
     aggregate_interval_s: float = 1.0
@@ -150,6 +154,8 @@ class Settings:
         settings = cls(**values)
         if settings.click_shards > 16384:
             raise ConfigError("CLICK_SHARDS: at most 16384")
+        if settings.click_encoder not in CLICK_ENCODERS:
+            raise ConfigError(f"CLICK_ENCODER: one of {', '.join(CLICK_ENCODERS)}")
         return settings
 
     def replace(self, **changes: Any) -> Settings:

@@ -1,0 +1,559 @@
+/* edge._clickfast.Encoder: edge.clickencoder.ClickEncoder.add in C, byte for byte.
+ *
+ * The recorder's per-click work (edge/clickencoder.py says what it is and why it is here): one
+ * pass over the request headers, two dict lookups, one event built at its exact size, one counter
+ * incremented. Everything that is not per click calls back into Python: a new set of request
+ * headers (request_tail), a new link (link_part), a new day (utc_day), X-Forwarded-For
+ * (client_ip), prefetch headers (prefetch_header), an address that needs JSON escaping (dumps).
+ * A scope it does not expect (headers that are not a list or tuple of pairs of bytes) goes to the
+ * Python add (fallback) whole. tests/test_clickencoder.py compares the two on the same clicks.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MASK_26 ((1ULL << 26) - 1)
+#define MASK_48 ((1ULL << 48) - 1)
+#define PREFIX_LEN 24  /* "%08x-%04x-%04x-%04x-" */
+#define MAX_PREFETCH_NAMES 8
+#define MAX_NAME 32
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fallback, *request_tail, *client_ip, *prefetch_header, *link_part, *utc_day, *dumps;
+    PyObject *tails, *links; /* dicts */
+    Py_ssize_t tails_max, links_max;
+    char head[32];           /* '{"v":<version>,"id":"' */
+    Py_ssize_t head_len;
+    int n_prefetch;
+    Py_ssize_t prefetch_len[MAX_PREFETCH_NAMES];
+    char prefetch[MAX_PREFETCH_NAMES][MAX_NAME];
+    long long second;        /* the UTC second of `day` */
+    PyObject *day;           /* str */
+    long long ms;            /* the millisecond of `prefix` */
+    char prefix[PREFIX_LEN];
+    uint64_t high, low, counter;
+} Encoder;
+
+static PyObject *s_headers, *s_query_string, *s_method, *s_client, *s_id, *s_account_id, *s_code;
+static PyObject *s_GET, *empty_bytes, *empty_str, *one;
+
+static const char HEX[] = "0123456789abcdef";
+
+static void put_hex(char *out, uint64_t value, int digits) {
+    for (int i = digits - 1; i >= 0; i--) {
+        out[i] = HEX[value & 0xF];
+        value >>= 4;
+    }
+}
+
+static int put_decimal(char *out, long long value) { /* out holds 21 bytes; returns length */
+    char digits[21];
+    int n = 0, negative = value < 0;
+    unsigned long long v = negative ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    int len = 0;
+    if (negative) out[len++] = '-';
+    while (n) out[len++] = digits[--n];
+    return len;
+}
+
+static long long floor_div(long long a, long long b) {
+    long long q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+static int name_is(PyObject *name, const char *text, Py_ssize_t len) {
+    return PyBytes_GET_SIZE(name) == len && memcmp(PyBytes_AS_STRING(name), text, len) == 0;
+}
+
+static int is_prefetch_name(Encoder *self, PyObject *name) {
+    for (int i = 0; i < self->n_prefetch; i++) {
+        if (name_is(name, self->prefetch[i], self->prefetch_len[i])) return 1;
+    }
+    return 0;
+}
+
+/* A JSON string of `ip` without escapes when none is needed (addresses never need one). */
+static PyObject *ip_json(Encoder *self, PyObject *ip) {
+    if (PyUnicode_IS_ASCII(ip)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(ip);
+        const unsigned char *data = PyUnicode_1BYTE_DATA(ip);
+        Py_ssize_t i = 0;
+        while (i < n && data[i] >= 0x20 && data[i] < 0x7F && data[i] != '"' && data[i] != '\\') i++;
+        if (i == n) {
+            PyObject *out = PyBytes_FromStringAndSize(NULL, n + 2);
+            if (out == NULL) return NULL;
+            char *p = PyBytes_AS_STRING(out);
+            p[0] = '"';
+            memcpy(p + 1, data, n);
+            p[n + 1] = '"';
+            return out;
+        }
+    }
+    PyObject *out = PyObject_CallOneArg(self->dumps, ip);
+    if (out != NULL && !PyBytes_Check(out)) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_TypeError, "dumps did not return bytes");
+        return NULL;
+    }
+    return out;
+}
+
+static int set_prefix(Encoder *self, long long ts_ms) {
+    uint64_t t = (uint64_t)ts_ms;
+    char *p = self->prefix;
+    put_hex(p, (t >> 16) & 0xFFFFFFFFULL, 8);
+    p[8] = '-';
+    put_hex(p + 9, t & 0xFFFF, 4);
+    p[13] = '-';
+    put_hex(p + 14, 0x7000 | (self->high >> 14), 4);
+    p[18] = '-';
+    put_hex(p + 19, 0x8000 | (self->high & 0x3FFF), 4);
+    p[23] = '-';
+    self->ms = ts_ms;
+    return 0;
+}
+
+/* The event's link part for (link id, code, location), from the cache or link_part(). New ref. */
+static PyObject *part_of(Encoder *self, PyObject *link, PyObject *link_id, PyObject *code,
+                         PyObject *location) {
+    PyObject *key = PyTuple_Pack(3, link_id, code, location);
+    if (key == NULL) return NULL;
+    PyObject *part = PyDict_GetItemWithError(self->links, key);
+    if (part != NULL) {
+        Py_DECREF(key);
+        Py_INCREF(part);
+        return part;
+    }
+    if (PyErr_Occurred()) goto fail;
+    PyObject *account_id = PyObject_GetAttr(link, s_account_id);
+    if (account_id == NULL) goto fail;
+    PyObject *args[4] = {link_id, account_id, code, location};
+    part = PyObject_Vectorcall(self->link_part, args, 4, NULL);
+    Py_DECREF(account_id);
+    if (part == NULL) goto fail;
+    if (!PyBytes_Check(part)) {
+        PyErr_SetString(PyExc_TypeError, "link_part did not return bytes");
+        goto fail_part;
+    }
+    if (PyDict_GET_SIZE(self->links) >= self->links_max) PyDict_Clear(self->links);
+    if (PyDict_SetItem(self->links, key, part) < 0) goto fail_part;
+    Py_DECREF(key);
+    return part;
+fail_part:
+    Py_DECREF(part);
+fail:
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* (is_bot, tail) for the request, from the cache or request_tail(). Borrowed tail. */
+static int tail_of(Encoder *self, PyObject *request, int *is_bot, PyObject **tail) {
+    PyObject *known = PyDict_GetItemWithError(self->tails, request);
+    if (known == NULL) {
+        if (PyErr_Occurred()) return -1;
+        known = PyObject_Call(self->request_tail, request, NULL);
+        if (known == NULL) return -1;
+        if (!PyTuple_CheckExact(known) || PyTuple_GET_SIZE(known) != 2 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(known, 1))) {
+            Py_DECREF(known);
+            PyErr_SetString(PyExc_TypeError, "request_tail did not return (bool, bytes)");
+            return -1;
+        }
+        if (PyDict_GET_SIZE(self->tails) >= self->tails_max) PyDict_Clear(self->tails);
+        int failed = PyDict_SetItem(self->tails, request, known);
+        Py_DECREF(known); /* the dict holds it */
+        if (failed < 0) return -1;
+    }
+    int bot = PyObject_IsTrue(PyTuple_GET_ITEM(known, 0));
+    if (bot < 0) return -1;
+    *is_bot = bot;
+    *tail = PyTuple_GET_ITEM(known, 1);
+    return 0;
+}
+
+static PyObject *call_fallback(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
+    return PyObject_Vectorcall(self->fallback, args, nargs, NULL);
+}
+
+/* add(ts, link, scope, location, counts, events) */
+static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "add() takes 6 arguments");
+        return NULL;
+    }
+    PyObject *link = args[1], *scope = args[2], *location = args[3];
+    PyObject *counts = args[4], *events = args[5];
+    if (!PyDict_CheckExact(scope) || !PyDict_CheckExact(counts) || !PyList_CheckExact(events) ||
+        !PyUnicode_CheckExact(location)) {
+        return call_fallback(self, args, nargs);
+    }
+    double ts = PyFloat_AsDouble(args[0]);
+    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+
+    PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
+    if (headers == NULL && PyErr_Occurred()) return NULL;
+    Py_ssize_t n_headers = 0;
+    PyObject **items = NULL;
+    if (headers != NULL && headers != Py_None) {
+        if (PyList_CheckExact(headers)) {
+            n_headers = PyList_GET_SIZE(headers);
+            items = ((PyListObject *)headers)->ob_item;
+        } else if (PyTuple_CheckExact(headers)) {
+            n_headers = PyTuple_GET_SIZE(headers);
+            items = ((PyTupleObject *)headers)->ob_item;
+        } else {
+            return call_fallback(self, args, nargs);
+        }
+    }
+    /* The pairs must be bytes; checked before anything calls back into Python. */
+    for (Py_ssize_t i = 0; i < n_headers; i++) {
+        PyObject *pair = items[i];
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            return call_fallback(self, args, nargs);
+        }
+    }
+    Py_XINCREF(headers); /* callbacks below run Python: keep the pairs alive */
+
+    PyObject *agent = empty_bytes, *referer = empty_bytes, *language = empty_bytes;
+    PyObject *host = empty_bytes, *forwarded = NULL, *result = NULL, *request = NULL;
+    PyObject *peer = NULL, *ip = NULL, *ipj = NULL, *part = NULL, *event = NULL, *key = NULL;
+    int prefetch = 0;
+    for (Py_ssize_t i = 0; i < n_headers; i++) {
+        PyObject *name = PyTuple_GET_ITEM(items[i], 0), *value = PyTuple_GET_ITEM(items[i], 1);
+        switch (PyBytes_GET_SIZE(name)) {
+        case 4:
+            if (name_is(name, "host", 4)) { host = value; continue; }
+            break;
+        case 7:
+            if (name_is(name, "referer", 7)) { referer = value; continue; }
+            break;
+        case 10:
+            if (name_is(name, "user-agent", 10)) { agent = value; continue; }
+            break;
+        case 15:
+            if (name_is(name, "accept-language", 15)) { language = value; continue; }
+            if (name_is(name, "x-forwarded-for", 15)) {
+                if (forwarded == NULL && (forwarded = PyList_New(0)) == NULL) goto done;
+                PyObject *hop = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value),
+                                                       PyBytes_GET_SIZE(value), NULL);
+                if (hop == NULL) goto done;
+                int failed = PyList_Append(forwarded, hop);
+                Py_DECREF(hop);
+                if (failed < 0) goto done;
+                continue;
+            }
+            break;
+        }
+        if (!prefetch && is_prefetch_name(self, name)) {
+            PyObject *pair[2] = {name, value};
+            PyObject *answer = PyObject_Vectorcall(self->prefetch_header, pair, 2, NULL);
+            if (answer == NULL) goto done;
+            prefetch = PyObject_IsTrue(answer);
+            Py_DECREF(answer);
+            if (prefetch < 0) goto done;
+        }
+    }
+
+    PyObject *query = PyDict_GetItemWithError(scope, s_query_string);
+    if (query == NULL) {
+        if (PyErr_Occurred()) goto done;
+        query = Py_None;
+    }
+    PyObject *method = PyDict_GetItemWithError(scope, s_method);
+    if (method == NULL) {
+        if (PyErr_Occurred()) goto done;
+        method = s_GET;
+    }
+    request = PyTuple_Pack(7, agent, referer, language, host, query, method,
+                           prefetch ? Py_True : Py_False);
+    if (request == NULL) goto done;
+    int is_bot;
+    PyObject *tail;
+    if (tail_of(self, request, &is_bot, &tail) < 0) goto done;
+    Py_INCREF(tail); /* a callback below may clear the cache */
+
+    PyObject *client = PyDict_GetItemWithError(scope, s_client);
+    if (client == NULL && PyErr_Occurred()) goto done_tail;
+    int has_client = client == NULL ? 0 : PyObject_IsTrue(client);
+    if (has_client < 0) goto done_tail;
+    if (has_client) {
+        PyObject *first = PySequence_GetItem(client, 0);
+        if (first == NULL) goto done_tail;
+        peer = PyObject_Str(first);
+        Py_DECREF(first);
+        if (peer == NULL) goto done_tail;
+    } else {
+        peer = Py_NewRef(empty_str);
+    }
+
+    long long ts_ms = (long long)(ts * 1000);
+    long long second = floor_div(ts_ms, 1000);
+    if (second != self->second || self->day == NULL) {
+        PyObject *ms = PyLong_FromLongLong(ts_ms);
+        if (ms == NULL) goto done_tail;
+        PyObject *day = PyObject_CallOneArg(self->utc_day, ms);
+        Py_DECREF(ms);
+        if (day == NULL) goto done_tail;
+        Py_XSETREF(self->day, day);
+        self->second = second;
+    }
+    PyObject *day = Py_NewRef(self->day);
+
+    if (forwarded != NULL) {
+        PyObject *pair[2] = {peer, forwarded};
+        ip = PyObject_Vectorcall(self->client_ip, pair, 2, NULL);
+    } else {
+        ip = Py_NewRef(peer);
+    }
+    if (ip == NULL) goto done_day;
+    if (!PyUnicode_Check(ip)) {
+        PyErr_SetString(PyExc_TypeError, "client_ip did not return str");
+        goto done_day;
+    }
+    ipj = ip_json(self, ip);
+    if (ipj == NULL) goto done_day;
+
+    PyObject *link_id = PyObject_GetAttr(link, s_id);
+    if (link_id == NULL) goto done_day;
+    PyObject *code = PyObject_GetAttr(link, s_code);
+    if (code == NULL) {
+        Py_DECREF(link_id);
+        goto done_day;
+    }
+    part = part_of(self, link, link_id, code, location);
+    Py_DECREF(code);
+    if (part == NULL) {
+        Py_DECREF(link_id);
+        goto done_day;
+    }
+
+    if (ts_ms != self->ms) set_prefix(self, ts_ms);
+    uint64_t low = (self->low + ++self->counter) & MASK_48;
+    char ts_text[21];
+    int ts_len = put_decimal(ts_text, ts_ms);
+    Py_ssize_t part_len = PyBytes_GET_SIZE(part), ip_len = PyBytes_GET_SIZE(ipj);
+    Py_ssize_t tail_len = PyBytes_GET_SIZE(tail);
+    /* head + prefix + 12 hex + '","ts":' + ts + ',' + part + '"ip":' + ip + ',' + tail */
+    Py_ssize_t size = self->head_len + PREFIX_LEN + 12 + 7 + ts_len + 1 + part_len + 5 + ip_len + 1 +
+                      tail_len;
+    event = PyBytes_FromStringAndSize(NULL, size);
+    if (event == NULL) {
+        Py_DECREF(link_id);
+        goto done_day;
+    }
+    char *p = PyBytes_AS_STRING(event);
+    memcpy(p, self->head, self->head_len);
+    p += self->head_len;
+    memcpy(p, self->prefix, PREFIX_LEN);
+    p += PREFIX_LEN;
+    put_hex(p, low, 12);
+    p += 12;
+    memcpy(p, "\",\"ts\":", 7);
+    p += 7;
+    memcpy(p, ts_text, ts_len);
+    p += ts_len;
+    *p++ = ',';
+    memcpy(p, PyBytes_AS_STRING(part), part_len);
+    p += part_len;
+    memcpy(p, "\"ip\":", 5);
+    p += 5;
+    memcpy(p, PyBytes_AS_STRING(ipj), ip_len);
+    p += ip_len;
+    *p++ = ',';
+    memcpy(p, PyBytes_AS_STRING(tail), tail_len);
+
+    key = PyTuple_Pack(3, link_id, day, is_bot ? Py_True : Py_False);
+    Py_DECREF(link_id);
+    if (key == NULL) goto done_day;
+    PyObject *count = PyDict_GetItemWithError(counts, key);
+    if (count == NULL && PyErr_Occurred()) goto done_day;
+    PyObject *next = count == NULL ? PyLong_FromLong(1) : PyNumber_Add(count, one);
+    if (next == NULL) goto done_day;
+    if (PyList_Append(events, event) < 0) {
+        Py_DECREF(next);
+        goto done_day;
+    }
+    int failed = PyDict_SetItem(counts, key, next);
+    Py_DECREF(next);
+    if (failed < 0) { /* keep events and counts in step */
+        PyList_SetSlice(events, PyList_GET_SIZE(events) - 1, PyList_GET_SIZE(events), NULL);
+        goto done_day;
+    }
+    result = Py_NewRef(Py_None);
+done_day:
+    Py_DECREF(day);
+done_tail:
+    Py_DECREF(tail);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(event);
+    Py_XDECREF(part);
+    Py_XDECREF(ipj);
+    Py_XDECREF(ip);
+    Py_XDECREF(peer);
+    Py_XDECREF(request);
+    Py_XDECREF(forwarded);
+    Py_XDECREF(headers);
+    return result;
+}
+
+static PyObject *Encoder_seed(Encoder *self, PyObject *args) {
+    unsigned long long high, low;
+    if (!PyArg_ParseTuple(args, "KK:seed", &high, &low)) return NULL;
+    self->high = high & MASK_26;
+    self->low = low & MASK_48;
+    self->counter = 0;
+    self->ms = -1;
+    Py_RETURN_NONE;
+}
+
+static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"fallback", "request_tail", "client_ip", "prefetch_header",
+                             "prefetch_names", "link_part", "utc_day", "dumps", "version",
+                             "tails_kept", "links_kept", NULL};
+    PyObject *fallback, *request_tail, *client_ip, *prefetch_header, *names, *link_part, *utc_day;
+    PyObject *dumps;
+    int version;
+    Py_ssize_t tails_max, links_max;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOO!OOOinn:Encoder", kwlist, &fallback,
+                                     &request_tail, &client_ip, &prefetch_header, &PyTuple_Type,
+                                     &names, &link_part, &utc_day, &dumps, &version, &tails_max,
+                                     &links_max)) {
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(names) > MAX_PREFETCH_NAMES) {
+        PyErr_SetString(PyExc_ValueError, "too many prefetch header names");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyBytes_Check(name) || PyBytes_GET_SIZE(name) >= MAX_NAME) {
+            PyErr_SetString(PyExc_ValueError, "prefetch header names must be short bytes");
+            return -1;
+        }
+        self->prefetch_len[i] = PyBytes_GET_SIZE(name);
+        memcpy(self->prefetch[i], PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+    }
+    self->n_prefetch = (int)PyTuple_GET_SIZE(names);
+    if (tails_max < 1 || links_max < 1) {
+        PyErr_SetString(PyExc_ValueError, "tails_kept and links_kept must be positive");
+        return -1;
+    }
+    self->head_len = snprintf(self->head, sizeof self->head, "{\"v\":%d,\"id\":\"", version);
+    Py_XSETREF(self->fallback, Py_NewRef(fallback));
+    Py_XSETREF(self->request_tail, Py_NewRef(request_tail));
+    Py_XSETREF(self->client_ip, Py_NewRef(client_ip));
+    Py_XSETREF(self->prefetch_header, Py_NewRef(prefetch_header));
+    Py_XSETREF(self->link_part, Py_NewRef(link_part));
+    Py_XSETREF(self->utc_day, Py_NewRef(utc_day));
+    Py_XSETREF(self->dumps, Py_NewRef(dumps));
+    Py_XSETREF(self->tails, PyDict_New());
+    Py_XSETREF(self->links, PyDict_New());
+    if (self->tails == NULL || self->links == NULL) return -1;
+    self->tails_max = tails_max;
+    self->links_max = links_max;
+    self->second = self->ms = -1;
+    Py_CLEAR(self->day);
+    self->high = self->low = self->counter = 0;
+    return 0;
+}
+
+static int Encoder_traverse(Encoder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->request_tail);
+    Py_VISIT(self->client_ip);
+    Py_VISIT(self->prefetch_header);
+    Py_VISIT(self->link_part);
+    Py_VISIT(self->utc_day);
+    Py_VISIT(self->dumps);
+    Py_VISIT(self->tails);
+    Py_VISIT(self->links);
+    return 0;
+}
+
+static int Encoder_clear(Encoder *self) {
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->request_tail);
+    Py_CLEAR(self->client_ip);
+    Py_CLEAR(self->prefetch_header);
+    Py_CLEAR(self->link_part);
+    Py_CLEAR(self->utc_day);
+    Py_CLEAR(self->dumps);
+    Py_CLEAR(self->tails);
+    Py_CLEAR(self->links);
+    Py_CLEAR(self->day);
+    return 0;
+}
+
+static void Encoder_dealloc(Encoder *self) {
+    PyObject_GC_UnTrack(self);
+    Encoder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Encoder_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))Encoder_add, METH_FASTCALL,
+     "add(ts, link, scope, location, counts, events): encode one click (ClickEncoder.add)."},
+    {"seed", (PyCFunction)Encoder_seed, METH_VARARGS,
+     "seed(high, low): 26 random id bits and a 48-bit counter base (ClickIds.seed)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Encoder_members[] = {
+    {"fallback", T_OBJECT, offsetof(Encoder, fallback), READONLY, "the Python add"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject EncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edge._clickfast.Encoder",
+    .tp_doc = "edge.clickencoder.ClickEncoder.add in C (see edge/clickencoder.py).",
+    .tp_basicsize = sizeof(Encoder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Encoder_init,
+    .tp_dealloc = (destructor)Encoder_dealloc,
+    .tp_traverse = (traverseproc)Encoder_traverse,
+    .tp_clear = (inquiry)Encoder_clear,
+    .tp_methods = Encoder_methods,
+    .tp_members = Encoder_members,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "edge._clickfast", "The edge's per-click encoder in C.", -1,
+    NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__clickfast(void) {
+    if (PyType_Ready(&EncoderType) < 0) return NULL;
+    if ((s_headers = PyUnicode_InternFromString("headers")) == NULL ||
+        (s_query_string = PyUnicode_InternFromString("query_string")) == NULL ||
+        (s_method = PyUnicode_InternFromString("method")) == NULL ||
+        (s_client = PyUnicode_InternFromString("client")) == NULL ||
+        (s_id = PyUnicode_InternFromString("id")) == NULL ||
+        (s_account_id = PyUnicode_InternFromString("account_id")) == NULL ||
+        (s_code = PyUnicode_InternFromString("code")) == NULL ||
+        (s_GET = PyUnicode_InternFromString("GET")) == NULL ||
+        (empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL ||
+        (empty_str = PyUnicode_FromStringAndSize("", 0)) == NULL ||
+        (one = PyLong_FromLong(1)) == NULL) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,33 @@
+# Types of the C module edge/_clickfast.c (edge.clickencoder says what it is for).
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from edge.records import LinkRecord
+
+class Encoder:
+    fallback: Callable[..., None]
+    def __init__(
+        self,
+        *,
+        fallback: Callable[..., None],
+        request_tail: Callable[..., tuple[bool, bytes]],
+        client_ip: Callable[[str, list[str]], str],
+        prefetch_header: Callable[[bytes, bytes], bool],
+        prefetch_names: tuple[bytes, ...],
+        link_part: Callable[[int, int, str, str], bytes],
+        utc_day: Callable[[int], str],
+        dumps: Callable[[Any], bytes],
+        version: int,
+        tails_kept: int,
+        links_kept: int,
+    ) -> None: ...
+    def add(
+        self,
+        ts: float,
+        link: LinkRecord,
+        scope: Mapping[str, Any],
+        location: str,
+        counts: dict[tuple[int, str, bool], int],
+        events: list[bytes],
+    ) -> None: ...
+    def seed(self, high: int, low: int) -> None: ...

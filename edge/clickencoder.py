@@ -1,0 +1,181 @@
+"""A served redirect's click event and counter, from the ASGI scope: the recorder's per-click work.
+
+``ClickEncoder.add`` appends the click's encoded event (``linkedge.events``) to a list and counts it
+under ``(link id, UTC day, bot)``. What clicks share is worked out once: per distinct set of
+request headers, method and query, the bot reason and the event's second half
+(``clickinfo.request_tail``); per link, its part of the event; per millisecond, the id's prefix; per
+second, the day.
+
+``edge._clickfast.Encoder`` is the same ``add`` in C, byte for byte (tests/test_clickencoder.py).
+Under load the Python ``add`` costs a worker ~6 us per click, a quarter of a whole redirect
+(BENCHMARKS.md); the C one a fraction of that. It calls back into this module for everything that
+is not per click (a new header set, a new link, a new day), for ``X-Forwarded-For`` and prefetch
+headers, and hands a scope it does not expect (headers that are not a list of byte pairs) to the
+Python ``add`` whole. ``new_encoder`` picks it when it was built (``pip install`` compiles it where
+a C compiler is found; the image's build stage has one) and ``CLICK_ENCODER`` is not ``python``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from edge.clickinfo import Network, client_ip, request_tail
+from edge.records import LinkRecord
+from linkedge import bots
+from linkedge.events import VERSION, EventEncoder, link_part, utc_day
+from linkedge.settings import CLICK_ENCODERS, ConfigError
+
+try:
+    import edge._clickfast as _clickfast
+except ImportError:  # not compiled here: the Python encoder does the same work, slower
+    _clickfast = None  # type: ignore[assignment]
+
+TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
+LINKS_CACHED = 65_536  # links whose part of the event is remembered; cleared when full
+
+_MASK_26, _MASK_48 = (1 << 26) - 1, (1 << 48) - 1
+
+# Clicks by counter: (link id, day, bot) -> clicks.
+Counts = dict[tuple[int, str, bool], int]
+
+
+class Encoder(Protocol):
+    def add(
+        self,
+        ts: float,
+        link: LinkRecord,
+        scope: Mapping[str, Any],
+        location: str,
+        counts: Counts,
+        events: list[bytes],
+    ) -> None: ...
+
+    def seed(self, high: int, low: int) -> None: ...
+
+
+def prefetch_header(name: bytes, value: bytes) -> bool:
+    """Whether the request header ``name: value`` (one of ``bots.PREFETCH_HEADER_NAMES``) marks a
+    speculative fetch."""
+    return bots.is_prefetch(name.decode(), value.decode("latin-1"))
+
+
+class ClickEncoder:
+    """The Python encoder (see the module docstring)."""
+
+    def __init__(
+        self,
+        trusted: tuple[Network, ...] = (),
+        *,
+        tails_kept: int = TAILS_CACHED,
+        links_kept: int = LINKS_CACHED,
+    ) -> None:
+        self.trusted = trusted
+        self._encoder = EventEncoder(links_kept)
+        self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}
+        self._tails_max = tails_kept
+        self._second, self._day = -1, ""  # the UTC day of the last second seen
+
+    def seed(self, high: int, low: int) -> None:
+        self._encoder.ids.seed(high, low)
+
+    def client_ip(self, peer: str, forwarded: list[str]) -> str:
+        """The click's client address (``clickinfo.client_ip`` with ``TRUSTED_PROXIES``)."""
+        return client_ip(peer, forwarded, self.trusted)
+
+    def add(
+        self,
+        ts: float,
+        link: LinkRecord,
+        scope: Mapping[str, Any],
+        location: str,
+        counts: Counts,
+        events: list[bytes],
+    ) -> None:
+        """Encode one click's event into ``events`` and count it into ``counts``."""
+        agent = referer = language = host = b""
+        forwarded: list[str] = []
+        prefetch = False
+        for name, value in scope.get("headers") or ():
+            if name == b"user-agent":
+                agent = value
+            elif name == b"accept-language":
+                language = value
+            elif name == b"host":
+                host = value
+            elif name == b"referer":
+                referer = value
+            elif name == b"x-forwarded-for":
+                forwarded.append(value.decode("latin-1"))
+            elif name in bots.PREFETCH_HEADER_NAMES:
+                prefetch = prefetch or prefetch_header(name, value)
+        request = (
+            agent, referer, language, host, scope.get("query_string"), scope.get("method", "GET"),
+            prefetch,
+        )  # fmt: skip
+        known = self._tails.get(request)
+        if known is None:
+            if len(self._tails) >= self._tails_max:
+                self._tails.clear()
+            known = self._tails[request] = request_tail(*request)
+        is_bot, tail = known
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        ts_ms = int(ts * 1000)
+        if ts_ms // 1000 != self._second:
+            self._second = ts_ms // 1000
+            self._day = utc_day(ts_ms)
+        events.append(
+            self._encoder.encode(
+                ts_ms,
+                link.id,
+                link.account_id,
+                link.code,
+                location,
+                self.client_ip(peer, forwarded) if forwarded else peer,
+                tail,
+            )
+        )
+        counter = (link.id, self._day, is_bot)
+        counts[counter] = counts.get(counter, 0) + 1
+
+
+def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
+    """The encoder ``CLICK_ENCODER`` (``kind``) asks for: ``"auto"`` the C one when it was built,
+    else the Python one; ``"c"`` the C one, a ``ConfigError`` when it was not built; ``"python"``
+    the Python one."""
+    if kind not in CLICK_ENCODERS:
+        raise ConfigError(f"CLICK_ENCODER: one of {', '.join(CLICK_ENCODERS)}, got {kind!r}")
+    python = ClickEncoder(trusted)
+    if kind == "python" or (kind == "auto" and _clickfast is None):
+        return python
+    if _clickfast is None:
+        raise ConfigError(
+            "CLICK_ENCODER=c, but edge._clickfast was not built: reinstall with a C compiler"
+        )
+    fast: Encoder = _clickfast.Encoder(
+        fallback=python.add,
+        request_tail=request_tail,
+        client_ip=python.client_ip,
+        prefetch_header=prefetch_header,
+        prefetch_names=tuple(sorted(bots.PREFETCH_HEADER_NAMES)),
+        link_part=link_part,
+        utc_day=utc_day,
+        dumps=orjson.dumps,
+        version=VERSION,
+        tails_kept=TAILS_CACHED,
+        links_kept=LINKS_CACHED,
+    )
+    return fast
+
+
+def reseed(encoder: Encoder) -> None:
+    """New random id bits for ``encoder`` (and the Python encoder behind a C one): call in each
+    worker, so that two workers never share an id base, whatever started them."""
+    for target in (encoder, getattr(getattr(encoder, "fallback", None), "__self__", None)):
+        if target is not None:
+            bits = int.from_bytes(os.urandom(10), "big")
+            target.seed((bits >> 48) & _MASK_26, bits & _MASK_48)

@@ -1,0 +1,239 @@
+"""The edge's per-click encoder: the C one (``edge._clickfast``) against the Python one.
+
+Both are fed the same clicks (scopes as Granian and uvicorn build them, hostile values, X-Forwarded-
+For behind trusted proxies, prefetch headers, UTM queries, second and day boundaries, caches small
+enough to be cleared) from the same id seed; their events and counters must be the same bytes and
+numbers, and those events must decode to what the request said.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import shutil
+from typing import Any
+
+import orjson
+import pytest
+
+from edge import clickencoder
+from edge.clickencoder import ClickEncoder, Counts, new_encoder
+from edge.clickinfo import request_tail
+from edge.records import LinkRecord
+from linkedge import bots, events
+from linkedge.settings import ConfigError, Settings
+
+try:
+    from edge import _clickfast as fast
+except ImportError:
+    if shutil.which("cc") or shutil.which("gcc"):  # it should have been built: say so, loudly
+        raise ImportError("edge._clickfast was not built: `pip install -e .` shows why") from None
+    pytest.skip("no C compiler here: edge._clickfast not built", allow_module_level=True)
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+CHROME = (
+    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    b"Chrome/120.0.0.0 Safari/537.36"
+)
+AGENTS = [CHROME, b"curl/8.5.0", b"", b"Googlebot/2.1 (+http://www.google.com/bot.html)",
+          "Mozilla/5.0 \u00e9\u2603".encode(), b"\xff\xfe broken utf-8 \x00\x1f\"\\"]  # fmt: skip
+REFERERS = [b"https://news.example/a?b=c", b'https://x.example/"quoted"\\', b"\xc3\x28", b""]
+LINKS = [
+    LinkRecord(id=1, account_id=7, code="abc", url="https://example.com/"),
+    LinkRecord(id=2**40, account_id=1, code="x_-Y", url="https://example.com/p?q=1#f"),
+    LinkRecord(id=3, account_id=2, code="c", url='https://example.com/"\\\u00e9'),
+]
+SEED = (0x2ABCDEF, 0x123456789ABC)
+
+
+def pair(
+    tails_kept: int = clickencoder.TAILS_CACHED, links_kept: int = clickencoder.LINKS_CACHED
+) -> tuple[Any, ClickEncoder]:
+    """A C encoder and a Python reference encoder, seeded alike."""
+    python = ClickEncoder(TRUSTED, tails_kept=tails_kept, links_kept=links_kept)
+    c = fast.Encoder(
+        fallback=ClickEncoder(TRUSTED).add,
+        request_tail=request_tail,
+        client_ip=python.client_ip,
+        prefetch_header=clickencoder.prefetch_header,
+        prefetch_names=tuple(sorted(bots.PREFETCH_HEADER_NAMES)),
+        link_part=events.link_part,
+        utc_day=events.utc_day,
+        dumps=orjson.dumps,
+        version=events.VERSION,
+        tails_kept=tails_kept,
+        links_kept=links_kept,
+    )
+    c.seed(*SEED)
+    python.seed(*SEED)
+    return c, python
+
+
+def random_scope(rng: random.Random) -> dict[str, Any]:
+    headers: list[tuple[bytes, bytes]] = [(b"host", rng.choice([b"sho.rt", b"sho.rt:8443", b""]))]
+    if rng.random() < 0.9:
+        headers.append((b"user-agent", rng.choice(AGENTS)))
+    if rng.random() < 0.5:
+        headers.append((b"referer", rng.choice(REFERERS)))
+    if rng.random() < 0.7:
+        headers.append((b"accept-language", rng.choice([b"en-US,en;q=0.9", b"fr", b"\xe9"])))
+    if rng.random() < 0.3:
+        headers.append((b"x-forwarded-for", rng.choice([b"203.0.113.9", b"198.51.100.1, 10.1.2.3",
+                                                        b"garbage, 10.0.0.1", b"2001:db8::7"])))  # fmt: skip
+    if rng.random() < 0.1:
+        headers.append((b"x-forwarded-for", b"192.0.2.44"))  # a second header line
+    if rng.random() < 0.15:
+        name = rng.choice([b"purpose", b"sec-purpose", b"x-purpose", b"x-moz"])
+        headers.append((name, rng.choice([b"prefetch", b" Prefetch ", b"preview", b"other"])))
+    headers += [(b"accept", b"*/*"), (b"connection", b"keep-alive")][: rng.randrange(3)]
+    rng.shuffle(headers)
+    if rng.random() < 0.1:
+        headers.append((b"user-agent", b"a later user-agent line wins"))
+    query = rng.choice(
+        [b"", b"utm_source=news&utm_medium=mail", b"x=1&UTM_Campaign=%E2%98%83", b"a"]
+    )
+    client = rng.choice(
+        [("127.0.0.1", 5000), ("10.9.8.7", 1), ("fd00::1", 2), ("::ffff:10.0.0.2", 3), None,
+         ('1.2.3.4"\\', 4), ("2001:db8::1", 443)]
+    )  # fmt: skip
+    return {
+        "type": "http",
+        "method": rng.choice(["GET", "GET", "GET", "HEAD"]),
+        "path": "/abc",
+        "query_string": query,
+        "headers": headers,
+        "client": client,
+    }
+
+
+def run_both(
+    c: Any, python: ClickEncoder, clicks: list[tuple[float, LinkRecord, dict[str, Any], str]]
+) -> tuple[list[bytes], Counts]:
+    c_events: list[bytes] = []
+    c_counts: Counts = {}
+    py_events: list[bytes] = []
+    py_counts: Counts = {}
+    for ts, link, scope, location in clicks:
+        c.add(ts, link, scope, location, c_counts, c_events)
+        python.add(ts, link, scope, location, py_counts, py_events)
+    assert c_events == py_events
+    assert c_counts == py_counts
+    return c_events, c_counts
+
+
+def test_c_and_python_encoders_agree_byte_for_byte() -> None:
+    rng = random.Random(11)
+    start = 1_767_225_599.0  # 2025-12-31T23:59:59Z: the clicks cross a day and many seconds
+    clicks = []
+    for i in range(3000):
+        link = rng.choice(LINKS)
+        ts = start + i * rng.choice([0.0, 0.0004, 0.0011, 0.3])
+        clicks.append((ts, link, random_scope(rng), rng.choice([link.url, link.url + "&utm=x"])))
+    c, python = pair()
+    c_events, counts = run_both(c, python, clicks)
+    assert len(c_events) == 3000 and sum(counts.values()) == 3000
+    assert {day for _, day, _ in counts} == {"20251231", "20260101"}
+    assert {bot for _, _, bot in counts} == {True, False}
+    decoded = [events.decode(raw) for raw in c_events]
+    assert len({click.id for click in decoded}) == 3000  # ids unique
+    assert {click.ip for click in decoded} >= {"198.51.100.1", "10.0.0.1", "fd00::1", '1.2.3.4"\\'}
+
+
+def test_caches_cleared_when_full_change_nothing() -> None:
+    rng = random.Random(5)
+    clicks = [(1_767_000_000.0 + i, rng.choice(LINKS), random_scope(rng), "https://t.example/")
+              for i in range(500)]  # fmt: skip
+    run_both(*pair(tails_kept=2, links_kept=1), clicks)
+
+
+def test_each_click_decodes_to_what_its_request_said() -> None:
+    c, _ = pair()
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "query_string": b"utm_source=news&utm_term=a%20b",
+        "headers": [
+            (b"host", b"sho.rt"),
+            (b"user-agent", CHROME),
+            (b"referer", b"https://news.example/"),
+            (b"accept-language", b"de-CH"),
+            (b"x-forwarded-for", b"203.0.113.5, 10.0.0.3"),
+        ],
+        "client": ("10.0.0.2", 41000),
+    }
+    out: list[bytes] = []
+    counts: Counts = {}
+    c.add(1_767_225_600.5, LINKS[2], scope, "https://example.com/%22", counts, out)
+    click = events.decode(out[0])
+    assert (click.ts_ms, click.link_id, click.account_id, click.code) == (
+        1_767_225_600_500,
+        3,
+        2,
+        "c",
+    )
+    assert click.target == "https://example.com/%22"
+    assert click.ip == "203.0.113.5"  # the right-most untrusted hop
+    assert (click.user_agent, click.referer, click.accept_language, click.host) == (
+        CHROME.decode(),
+        "https://news.example/",
+        "de-CH",
+        "sho.rt",
+    )
+    assert click.utm == {"utm_source": "news", "utm_term": "a b"}
+    assert click.bot == ""
+    ms = 1_767_225_600_500
+    assert click.id.startswith(f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7")  # UUIDv7 of that millisecond
+    assert counts == {(3, "20260101", False): 1}
+
+
+def test_a_scope_it_does_not_expect_goes_to_the_python_encoder() -> None:
+    c, _ = pair()
+    odd: list[dict[str, Any]] = [
+        {"headers": [("user-agent", "str names")], "client": ("1.2.3.4", 1)},  # not bytes
+        {"headers": iter([(b"user-agent", b"a generator")]), "client": None},  # not a list
+        {"headers": [(b"host", b"h", b"three")]},  # not a pair
+    ]
+    out: list[bytes] = []
+    counts: Counts = {}
+    c.add(1_767_000_000.0, LINKS[0], odd[0], "https://e.example/", counts, out)
+    c.add(1_767_000_000.0, LINKS[0], odd[1], "https://e.example/", counts, out)
+    assert [events.decode(raw).user_agent for raw in out] == ["", "a generator"]
+    assert [events.decode(raw).bot for raw in out] == ["crawler", ""]
+    with pytest.raises(ValueError):  # the Python encoder's own error: the recorder counts it
+        c.add(1_767_000_000.0, LINKS[0], odd[2], "https://e.example/", counts, out)
+    assert len(out) == 2 and counts == {(1, "20251229", True): 1, (1, "20251229", False): 1}
+
+
+def test_a_click_that_cannot_be_encoded_changes_nothing() -> None:
+    c, _ = pair()
+    out: list[bytes] = []
+    counts: Counts = {}
+    bad_link = LinkRecord(id=9, account_id=1, code="lone \ud800 surrogate", url="https://e/")
+    scope = {"headers": [(b"user-agent", CHROME)], "client": ("1.2.3.4", 1)}
+    with pytest.raises(Exception):  # noqa: B017 -- orjson's own error type; the recorder counts it
+        c.add(1_767_000_000.0, bad_link, scope, "https://e/", counts, out)
+    assert out == [] and counts == {}
+    c.add(1_767_000_000.0, LINKS[0], scope, "https://e/", counts, out)
+    assert len(out) == 1 and counts == {(1, "20251229", False): 1}
+
+
+def test_new_encoder_follows_click_encoder() -> None:
+    assert isinstance(new_encoder(TRUSTED, "auto"), fast.Encoder)
+    assert isinstance(new_encoder(TRUSTED, "c"), fast.Encoder)
+    assert isinstance(new_encoder(TRUSTED, "python"), ClickEncoder)
+    with pytest.raises(ConfigError, match="CLICK_ENCODER"):
+        new_encoder(TRUSTED, "rust")
+    assert Settings.from_env({"CLICK_ENCODER": "python"}).click_encoder == "python"
+    with pytest.raises(ConfigError, match="CLICK_ENCODER: one of auto, c, python"):
+        Settings.from_env({"CLICK_ENCODER": "C"})
+
+
+def test_reseed_gives_the_c_encoder_and_its_fallback_their_own_ids() -> None:
+    encoder = new_encoder(TRUSTED)
+    clickencoder.reseed(encoder)
+    out: list[bytes] = []
+    scope = {"headers": [(b"user-agent", CHROME)], "client": ("1.2.3.4", 1)}
+    encoder.add(1_767_000_000.0, LINKS[0], scope, "https://e/", {}, out)
+    encoder.add(1_767_000_000.0, LINKS[0], {"headers": [("x", "y")]}, "https://e/", {}, out)
+    first, second = (events.decode(raw).id for raw in out)
+    assert first[:19] != second[:19]  # different random bits, not just the next counter value

@@ -5,7 +5,8 @@ Three steps, each atomic on its own, safe to repeat after a crash between any tw
 1. ``take``: one Lua call. If the shard has an unfinished batch (``counts:batch`` set), return
    its id and snapshot; else RENAME ``counts`` to ``counts:snapshot``, set ``counts:batch`` to a
    new id and return them. The id and the snapshot are read together, so two aggregators racing
-   always see a snapshot with the id it belongs to.
+   always see a snapshot with the id it belongs to. The snapshot's fields are the edge's flushes,
+   each holding that flush's counters as lines (``events.counter_items`` expands them).
 2. ``apply``: one Postgres transaction. Insert the batch id into ``aggregator_batches`` (unique);
    only if it was new, upsert the daily and total counts, one statement each (arrays through
    ``unnest``). A replayed batch finds its row and writes nothing.
@@ -29,7 +30,7 @@ import asyncpg
 
 from aggregator import metrics
 from linkedge import keys
-from linkedge.events import parse_counter_field
+from linkedge.events import counter_items, parse_counter_field
 from linkedge.redisclient import AnyRedis
 
 log = logging.getLogger("linkedge.aggregator")
@@ -89,7 +90,7 @@ SET clicks = t.clicks + EXCLUDED.clicks, human_clicks = t.human_clicks + EXCLUDE
 class Batch:
     shard: int
     batch_id: str
-    pairs: list[tuple[bytes, bytes]]  # the snapshot's raw field/value pairs
+    pairs: list[tuple[bytes, bytes]]  # the snapshot's counters (``events.counter_items``), raw
 
 
 @dataclasses.dataclass(slots=True)
@@ -166,7 +167,7 @@ class Flusher:
         if not found:
             return None
         batch_id, flat = found
-        pairs = list(zip(flat[0::2], flat[1::2], strict=True))
+        pairs = counter_items(zip(flat[0::2], flat[1::2], strict=True))
         return Batch(shard=shard, batch_id=batch_id.decode(), pairs=pairs)
 
     async def apply(self, batch: Batch, counts: Counts) -> bool:

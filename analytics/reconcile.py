@@ -79,14 +79,15 @@ async def read_in_flight(client: aioredis.Redis, shards: int) -> InFlight:
     found = InFlight()
     for shard in range(shards):
         for key in (keys.counts(shard), keys.counts_snapshot(shard)):
-            for field, value in (await client.hgetall(key)).items():
+            for field, value in events.counter_items((await client.hgetall(key)).items()):
                 try:
                     link_id, day, bot = events.parse_counter_field(field)
-                except (events.EventDecodeError, ValueError):
+                    clicks = int(value)
+                except (events.EventDecodeError, ValueError):  # the aggregator sets it aside
                     continue
-                found.unaggregated[(link_id, _iso(day))] += int(value)
+                found.unaggregated[(link_id, _iso(day))] += clicks
                 if not bot:
-                    found.unaggregated_human[(link_id, _iso(day))] += int(value)
+                    found.unaggregated_human[(link_id, _iso(day))] += clicks
         await _read_unacked(client, keys.clicks_stream(shard), found)
     return found
 

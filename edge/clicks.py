@@ -8,10 +8,11 @@ flush task and encoding them in bursts, and keeps those bursts out of the tail l
 
 Every ``CLICK_FLUSH_INTERVAL_MS`` (default 50 ms), or as soon as ``CLICK_FLUSH_MAX_EVENTS`` are
 waiting, the task applies the batch (its events and counter increments) with ONE script call on
-ONE shard (shards rotate per flush), which adds the counters and ONE stream entry holding all the
-batch's events (``events.join_entry``): one ``XADD`` per flush, not per click. 50 ms bounds both
-what a hard kill of a worker can lose and how late a click reaches Redis, while one call per 50 ms per worker (20/s) is negligible
-load for Redis. The script sets the flush marker ``SET NX`` first and applies nothing when it was
+ONE shard (shards rotate per flush), which adds ONE field to the shard's counts hash holding the
+batch's counters (``events.join_counters``) and ONE stream entry holding its events
+(``events.join_entry``): two writes per flush, not one per click or per counter. 50 ms bounds
+both what a hard kill of a worker can lose and how late a click reaches Redis, while one call per
+50 ms per worker (20/s) is negligible load for Redis. The script sets the flush marker ``SET NX`` first and applies nothing when it was
 already set, so a batch retried after a lost reply (same flush id, same shard) is a no-op: counters
 and stream entries are applied together, once.
 
@@ -51,7 +52,7 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import counter_field, join_entry
+from linkedge.events import FLUSH_COUNTERS_PREFIX, counter_field, join_counters, join_entry
 from linkedge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,13 @@ log = logging.getLogger(__name__)
 # this shard whose replies it has received (it will never retry those, so their markers have done
 # their job; deleting them here keeps Redis from holding a marker per flush for a day: at 20
 # flushes a second that was ~1.7 million keys per busy worker). ARGV: marker ttl, the counters as
-# lines "<field> <increment>", the stream entry (the encoded events one per line; JSON from orjson
-# has no raw newline). Three arguments whatever the batch size: redis-py packs each argument in
-# Python (~1 us each), Lua splits the counters in C, and the events go into the stream as one
-# entry. The shebang makes Redis refuse the whole call up front when it is out of memory, instead
-# of failing halfway through.
+# lines "<field> <increment>" (``events.join_counters``), the stream entry (the encoded events one
+# per line; JSON from orjson has no raw newline), the counts-hash field of this flush
+# ("~<flush id>"). Four arguments whatever the batch size: redis-py packs each argument in Python
+# (~1 us each). Redis stores the counters as one hash field and the events as one stream entry:
+# two writes per flush, not one HINCRBY per counter (the aggregator sums the lines,
+# ``events.counter_items``). The shebang makes Redis refuse the whole call up front when it is out
+# of memory, instead of failing halfway through.
 FLUSH_SCRIPT = """#!lua
 if #KEYS > 3 then
   redis.call('DEL', unpack(KEYS, 4))
@@ -72,13 +75,12 @@ end
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
   return 0
 end
-for field, n in string.gmatch(ARGV[2], '(%S+) (%d+)') do
-  redis.call('HINCRBY', KEYS[1], field, n)
-end
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
 return 1
 """
 
+FLUSH_COUNTERS_FIELD = FLUSH_COUNTERS_PREFIX.decode() + "%s"  # a flush's field of the counts hash
 MAX_BATCH = 5000  # events per script call, whatever CLICK_FLUSH_MAX_EVENTS says
 SPENT_MARKERS_PER_CALL = 100  # answered flushes' markers deleted by one script call, at most
 SEND_TIMEOUT_S = 5.0  # one script call; a timed-out batch is retried with the same flush id
@@ -432,8 +434,12 @@ class ClickRecorder:
 
 def flush_args(batch: Batch) -> list[Any]:
     """``FLUSH_SCRIPT``'s ARGV for ``batch``."""
-    counters = "\n".join([f"{field} {count}" for field, count in batch.counters.items()])
-    return [keys.FLUSH_MARKER_TTL_S, counters, join_entry(batch.events)]
+    return [
+        keys.FLUSH_MARKER_TTL_S,
+        join_counters(batch.counters),
+        join_entry(batch.events),
+        FLUSH_COUNTERS_FIELD % batch.flush_id,
+    ]
 
 
 _gc_settled = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -140,6 +141,30 @@ def decode(raw: bytes | str) -> Click:
 def counter_field(link_id: int, day: str, bot: bool) -> str:
     """The field of a shard's counts hash: ``<link_id>:<YYYYMMDD>:<h|b>``."""
     return f"{link_id}:{day}:{'b' if bot else 'h'}"
+
+
+FLUSH_COUNTERS_PREFIX = b"~"  # a counts-hash field holding one edge flush's counters
+
+
+def join_counters(counters: dict[str, int]) -> str:
+    """One flush's counters as the value of its counts-hash field: ``<field> <clicks>`` lines."""
+    return "\n".join([f"{field} {count}" for field, count in counters.items()])
+
+
+def counter_items(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The (counter field, clicks) pairs of a counts hash's (field, value) pairs: a flush's field
+    (``~<flush id>``) stands for the lines of its value, any other field for itself. A line without
+    a space comes out as (line, ``b""``), which ``int()`` refuses: it is set aside, not lost."""
+    items: list[tuple[bytes, bytes]] = []
+    for field, value in pairs:
+        if not field.startswith(FLUSH_COUNTERS_PREFIX):
+            items.append((field, value))
+            continue
+        for line in value.split(b"\n"):
+            if line:
+                name, _, count = line.partition(b" ")
+                items.append((name, count))
+    return items
 
 
 def parse_counter_field(field: bytes | str) -> tuple[int, str, bool]:

@@ -27,7 +27,9 @@ def auth_lookups(client_ip: str) -> str:
 def shard_tag(shard: int) -> str:
     return f"{{c{shard}}}"
 
-# HINCRBY counters: field "<link_id>:<YYYYMMDD>:<h|b>" -> clicks not yet moved to Postgres.
+# Clicks not yet moved to Postgres. The edge writes one field per flush, "~<flush id>" -> its
+# counters, one "<link_id>:<YYYYMMDD>:<h|b> <clicks>" per line (``events.counter_items``); a field
+# "<link_id>:<YYYYMMDD>:<h|b>" -> clicks (HINCRBY, as edges before that wrote) is read the same.
 def counts(shard: int) -> str:
     return f"{PREFIX}:{shard_tag(shard)}:counts"
 

@@ -1,7 +1,8 @@
 """The aggregator: Redis counters -> Postgres, exactly once, through crashes, races and outages.
 
-Input is written the way the edge writes it: HINCRBY on ``keys.counts(shard)`` with
-``events.counter_field`` fields. The module runs its own Redis (the shard keys are global, and the
+Input is written the way edges write it: one field per flush on ``keys.counts(shard)``, its value
+``events.join_counters`` of ``events.counter_field`` counters, and (as edges before that did)
+HINCRBY of single counter fields. The module runs its own Redis (the shard keys are global, and the
 session's Redis is shared with other tests); link ids are random per test, so the shared Postgres
 needs no cleanup.
 """
@@ -14,6 +15,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +32,7 @@ from aggregator.flush import fold
 from aggregator.main import Aggregator
 from linkedge import keys
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from linkedge.events import counter_field
+from linkedge.events import counter_field, join_counters
 from linkedge.migrate import migrate_postgres
 from linkedge.settings import Secret, Settings
 
@@ -61,17 +63,26 @@ def link_ids(n: int) -> list[int]:
 
 
 def produce(client: redis.Redis, counts: Counter[Key]) -> None:
-    """HINCRBY each count into a random shard, in as many increments as the edge would make."""
+    """Write ``counts`` into random shards in as many increments as edges would make: most as
+    flush fields (several counters each), some as HINCRBY of one field (older edges)."""
     pipe = client.pipeline(transaction=False)
+    flushes: dict[int, dict[str, int]] = {}
     for (link_id, day, bot), n in counts.items():
         while n > 0:
             step = random.randint(1, n)
-            pipe.hincrby(
-                keys.counts(random.randrange(SHARDS)),
-                counter_field(link_id, day.strftime("%Y%m%d"), bot),
-                step,
-            )
+            field = counter_field(link_id, day.strftime("%Y%m%d"), bot)
+            shard = random.randrange(SHARDS)
+            if random.random() < 0.2:
+                pipe.hincrby(keys.counts(shard), field, step)
+            else:
+                flush = flushes.setdefault(shard, {})
+                if field in flush:  # one flush names a counter once: this goes to the next one
+                    pipe.hset(keys.counts(shard), f"~{uuid.uuid4().hex}", join_counters(flush))
+                    flush = flushes[shard] = {}
+                flush[field] = step
             n -= step
+    for shard, flush in flushes.items():
+        pipe.hset(keys.counts(shard), f"~{uuid.uuid4().hex}", join_counters(flush))
     pipe.execute()
 
 
@@ -292,6 +303,10 @@ def test_malformed_fields_are_set_aside(rds: redis.Redis, agg_settings: Settings
         rds.hincrby(keys.counts(1), field, int(value))
     not_a_number = f"{stranger}:{TODAY:%Y%m%d}:h".encode()
     rds.hset(keys.counts(2), not_a_number, b"many")
+    # A flush field with bad lines among good ones: the good ones count, each bad one is set aside.
+    good_line = counter_field(links[1], f"{TODAY:%Y%m%d}", False)
+    good[(links[1], TODAY, False)] += 7
+    rds.hset(keys.counts(3), "~f1", f"{good_line} 7\nno-count-here\n1:2026:h 3\n".encode())
     aside_before = metric("linkedge_aggregator_fields_set_aside_total")
 
     summary = run(one_pass(agg_settings))
@@ -301,8 +316,9 @@ def test_malformed_fields_are_set_aside(rds: redis.Redis, agg_settings: Settings
     assert pending(rds) == []
     assert rds.hgetall(keys.counts_bad(1)) == bad
     assert rds.hgetall(keys.counts_bad(2)) == {not_a_number: b"many"}
-    assert summary["fields_set_aside"] == len(bad) + 1
-    assert metric("linkedge_aggregator_fields_set_aside_total") - aside_before == len(bad) + 1
+    assert rds.hgetall(keys.counts_bad(3)) == {b"no-count-here": b"", b"1:2026:h": b"3"}
+    assert summary["fields_set_aside"] == len(bad) + 3
+    assert metric("linkedge_aggregator_fields_set_aside_total") - aside_before == len(bad) + 3
 
     rds.hincrby(keys.counts(1), b"garbage", 2)  # the same bad field again: added up, not replaced
     run(one_pass(agg_settings))

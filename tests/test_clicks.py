@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import gc
 import logging
 import subprocess
@@ -37,6 +38,7 @@ from linkedge.embedded import EmbeddedRedis, free_port
 from linkedge.events import (
     Click,
     counter_field,
+    counter_items,
     decode,
     encode,
     join_entry,
@@ -118,7 +120,7 @@ async def counters(
 ) -> collections.Counter[tuple[int, str, bool]]:
     total: collections.Counter[tuple[int, str, bool]] = collections.Counter()
     for shard in range(shards):
-        for field, value in (await client.hgetall(keys.counts(shard))).items():
+        for field, value in counter_items((await client.hgetall(keys.counts(shard))).items()):
             total[parse_counter_field(field)] += int(value)
     return total
 
@@ -383,18 +385,22 @@ def test_utm_params() -> None:
 
 # ---- idempotence --------------------------------------------------------------------------------
 def test_replayed_flush_id_is_not_applied_twice(db9_url: str) -> None:
+    flush_id, other = uuid.uuid4().hex, uuid.uuid4().hex
+
     async def go() -> tuple[list[Any], list[bytes], dict[Any, Any]]:
         client = client_for(db9_url)
         await client.flushdb()
         script = client.register_script(FLUSH_SCRIPT)
-        flush_id = uuid.uuid4().hex
         run_keys = [keys.counts(2), keys.clicks_stream(2), keys.flush_marker(2, flush_id)]
         events = [b'{"a":1}', b'{"a":"two\\nlines \\u2028"}', b'{"a":3}']
         batch = Batch(flush_id, 2, {"5:20260101:h": 2, "5:20260101:b": 1}, events)
         args = flush_args(batch)
         results = [await script(keys=run_keys, args=args), await script(keys=run_keys, args=args)]
-        other = uuid.uuid4().hex  # a different flush id is a different flush
-        results.append(await script(keys=[*run_keys[:2], keys.flush_marker(2, other)], args=args))
+        # a different flush id is a different flush, even with the same clicks
+        other_args = flush_args(dataclasses.replace(batch, flush_id=other))
+        results.append(
+            await script(keys=[*run_keys[:2], keys.flush_marker(2, other)], args=other_args)
+        )
         entries = [fields[b"e"] for _id, fields in await client.xrange(keys.clicks_stream(2))]
         assert entries == 2 * [join_entry(events)]
         assert [split_entry(entry) for entry in entries] == 2 * [events]
@@ -406,7 +412,11 @@ def test_replayed_flush_id_is_not_applied_twice(db9_url: str) -> None:
     results, entries, counts = asyncio.run(go())
     assert results == [1, 0, 1]
     assert len(entries) == 2  # one entry per applied flush, holding all its events (checked above)
-    assert counts == {b"5:20260101:h": b"4", b"5:20260101:b": b"2"}
+    # one counts-hash field per applied flush, holding all its counters
+    assert counts == {
+        b"~" + flush_id.encode(): b"5:20260101:h 2\n5:20260101:b 1",
+        b"~" + other.encode(): b"5:20260101:h 2\n5:20260101:b 1",
+    }
 
 
 def test_retry_after_lost_reply_is_a_noop(click_settings: Settings, db9_url: str) -> None:
@@ -849,7 +859,7 @@ def test_sigterm_flushes_every_click_of_the_edge(
     assert collections.Counter(e.bot for e in mine) == {"": humans, "head": heads}
     counts: collections.Counter[bool] = collections.Counter()
     for shard in range(shards):
-        for field, value in redis_client.hgetall(keys.counts(shard)).items():
+        for field, value in counter_items(redis_client.hgetall(keys.counts(shard)).items()):
             lid, _day, bot = parse_counter_field(field)
             if lid == link_id:
                 counts[bot] += int(value)
@@ -948,7 +958,7 @@ def test_redis_outage_under_the_edge_loses_nothing(
             total = sum(
                 int(value)
                 for shard in range(shards)
-                for field, value in check.hgetall(keys.counts(shard)).items()
+                for field, value in counter_items(check.hgetall(keys.counts(shard)).items())
                 if parse_counter_field(field)[0] == link_id
             )
     finally:
@@ -1016,7 +1026,7 @@ def test_sigterm_under_load_loses_no_served_click(
     total = sum(
         int(value)
         for shard in range(shards)
-        for field, value in redis_client.hgetall(keys.counts(shard)).items()
+        for field, value in counter_items(redis_client.hgetall(keys.counts(shard)).items())
         if parse_counter_field(field)[0] == link_id
     )
     print(f"received {sum(received)} redirects, {len(mine)} clicks, {sum(attempted)} attempts")

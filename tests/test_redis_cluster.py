@@ -22,7 +22,7 @@ from edge.linkstore import INVALIDATED_MARKER
 from edge.resources import Resources
 from linkedge import keys, redisclient
 from linkedge.embedded import free_port
-from linkedge.events import parse_counter_field, split_entry
+from linkedge.events import counter_items, parse_counter_field, split_entry
 from linkedge.settings import Secret, Settings
 from tests.conftest import Db, Edge, Process, Stores, wait_http
 
@@ -93,7 +93,7 @@ def _cluster_clicks(node: redis.Redis) -> tuple[int, int]:
     """(clicks in the shard counters, events in the shard streams) on the cluster."""
     counted = streamed = 0
     for shard in range(SHARDS):
-        for field, value in node.hgetall(keys.counts(shard)).items():
+        for field, value in counter_items(node.hgetall(keys.counts(shard)).items()):
             parse_counter_field(field)
             counted += int(value)
         entries: Any = node.xrange(keys.clicks_stream(shard))

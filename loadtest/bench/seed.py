@@ -6,7 +6,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from edge.records import LinkRecord
-from linkedge import apikeys, keys
+from linkedge import apikeys, events, keys
 from linkedge.settings import Settings
 from loadtest.bench.workload import code
 
@@ -49,7 +49,8 @@ async def redis_pending_clicks(url: str, shards: int) -> int:
         total = 0
         for shard in range(shards):
             for key in (keys.counts(shard), keys.counts_snapshot(shard)):
-                total += sum(int(v) for v in await client.hvals(key))
+                pairs = events.counter_items((await client.hgetall(key)).items())
+                total += sum(int(clicks) for _field, clicks in pairs)
         return total
     finally:
         await client.aclose()

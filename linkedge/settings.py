@@ -112,7 +112,7 @@ class Settings:
     auth_lookup_burst: int = 100  # ... at once, above that rate (cached keys are not counted)
 
     # Click recording.
-    click_flush_interval_ms: int = 50
+    click_flush_interval_ms: int = 10
     click_flush_max_events: int = 1000
     click_shards: int = 8
     click_memory_limit: int = 200_000  # events kept in memory while Redis is down; then spooled

@@ -21,9 +21,23 @@
 #define MAX_PREFETCH_NAMES 8
 #define MAX_NAME 32
 
+/* What one (link, Location) pair needs per click, found by the identity of the two objects: the
+ * slot holds references to both, so neither address can be reused by another object while it
+ * is there. A LinkRecord is immutable and the Location is the prebuilt str of its answer. */
+typedef struct {
+    PyObject *link, *location;
+    PyObject *part;     /* the event's link part (bytes) */
+    PyObject *day;      /* the day `field` was built for (identity of Encoder.day) */
+    PyObject *field[2]; /* counter fields "<link id>:<day>:h" and ":b" of that day, built lazily */
+} Slot;
+
+#define SLOTS 4096 /* a power of two */
+
 typedef struct {
     PyObject_HEAD
     PyObject *fallback, *request_tail, *client_ip, *prefetch_header, *link_part, *utc_day, *dumps;
+    PyObject *counter_field;
+    Slot *slots;
     PyObject *tails, *links; /* dicts */
     Py_ssize_t tails_max, links_max;
     char head[32];           /* '{"v":<version>,"id":"' */
@@ -179,6 +193,63 @@ static int tail_of(Encoder *self, PyObject *request, int *is_bot, PyObject **tai
     return 0;
 }
 
+static void slot_clear(Slot *slot) {
+    Py_CLEAR(slot->link);
+    Py_CLEAR(slot->location);
+    Py_CLEAR(slot->part);
+    Py_CLEAR(slot->day);
+    Py_CLEAR(slot->field[0]);
+    Py_CLEAR(slot->field[1]);
+}
+
+/* The slot of (link, location), filled on a miss. Borrowed; NULL with an exception set. */
+static Slot *slot_of(Encoder *self, PyObject *link, PyObject *location) {
+    uint64_t h = ((uint64_t)(uintptr_t)link >> 4) * 0x9E3779B97F4A7C15ULL;
+    h ^= ((uint64_t)(uintptr_t)location >> 4) * 0xC2B2AE3D27D4EB4FULL;
+    Slot *slot = &self->slots[(h >> 32) & (SLOTS - 1)];
+    if (slot->link == link && slot->location == location) return slot;
+    PyObject *link_id = PyObject_GetAttr(link, s_id);
+    if (link_id == NULL) return NULL;
+    PyObject *code = PyObject_GetAttr(link, s_code);
+    if (code == NULL) {
+        Py_DECREF(link_id);
+        return NULL;
+    }
+    PyObject *part = part_of(self, link, link_id, code, location);
+    Py_DECREF(link_id);
+    Py_DECREF(code);
+    if (part == NULL) return NULL;
+    slot_clear(slot);
+    slot->link = Py_NewRef(link);
+    slot->location = Py_NewRef(location);
+    slot->part = part;
+    return slot;
+}
+
+/* The counter field of the slot's link for `day` and `bot`. Borrowed; NULL with an exception. */
+static PyObject *field_of(Encoder *self, Slot *slot, PyObject *link, PyObject *day, int bot) {
+    if (slot->day != day) {
+        Py_CLEAR(slot->field[0]);
+        Py_CLEAR(slot->field[1]);
+        Py_XSETREF(slot->day, Py_NewRef(day));
+    }
+    if (slot->field[bot] == NULL) {
+        PyObject *link_id = PyObject_GetAttr(link, s_id);
+        if (link_id == NULL) return NULL;
+        PyObject *args[3] = {link_id, day, bot ? Py_True : Py_False};
+        PyObject *field = PyObject_Vectorcall(self->counter_field, args, 3, NULL);
+        Py_DECREF(link_id);
+        if (field == NULL) return NULL;
+        if (!PyUnicode_CheckExact(field)) {
+            Py_DECREF(field);
+            PyErr_SetString(PyExc_TypeError, "counter_field did not return str");
+            return NULL;
+        }
+        slot->field[bot] = field;
+    }
+    return slot->field[bot];
+}
+
 static PyObject *call_fallback(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
     return PyObject_Vectorcall(self->fallback, args, nargs, NULL);
 }
@@ -304,7 +375,16 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
         PyObject *day = PyObject_CallOneArg(self->utc_day, ms);
         Py_DECREF(ms);
         if (day == NULL) goto done_tail;
-        Py_XSETREF(self->day, day);
+        int same = self->day != NULL && PyUnicode_Check(day) && PyUnicode_Compare(day, self->day) == 0;
+        if (same) { /* keep the object: slots know the day by identity */
+            Py_DECREF(day);
+        } else {
+            if (PyErr_Occurred()) {
+                Py_DECREF(day);
+                goto done_tail;
+            }
+            Py_XSETREF(self->day, day);
+        }
         self->second = second;
     }
     PyObject *day = Py_NewRef(self->day);
@@ -323,19 +403,12 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
     ipj = ip_json(self, ip);
     if (ipj == NULL) goto done_day;
 
-    PyObject *link_id = PyObject_GetAttr(link, s_id);
-    if (link_id == NULL) goto done_day;
-    PyObject *code = PyObject_GetAttr(link, s_code);
-    if (code == NULL) {
-        Py_DECREF(link_id);
-        goto done_day;
-    }
-    part = part_of(self, link, link_id, code, location);
-    Py_DECREF(code);
-    if (part == NULL) {
-        Py_DECREF(link_id);
-        goto done_day;
-    }
+    Slot *slot = slot_of(self, link, location);
+    if (slot == NULL) goto done_day;
+    part = Py_NewRef(slot->part);
+    PyObject *field = field_of(self, slot, link, day, is_bot);
+    if (field == NULL) goto done_day;
+    key = Py_NewRef(field);
 
     if (ts_ms != self->ms) set_prefix(self, ts_ms);
     uint64_t low = (self->low + ++self->counter) & MASK_48;
@@ -347,10 +420,7 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t size = self->head_len + PREFIX_LEN + 12 + 7 + ts_len + 1 + part_len + 5 + ip_len + 1 +
                       tail_len;
     event = PyBytes_FromStringAndSize(NULL, size);
-    if (event == NULL) {
-        Py_DECREF(link_id);
-        goto done_day;
-    }
+    if (event == NULL) goto done_day;
     char *p = PyBytes_AS_STRING(event);
     memcpy(p, self->head, self->head_len);
     p += self->head_len;
@@ -372,9 +442,6 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
     *p++ = ',';
     memcpy(p, PyBytes_AS_STRING(tail), tail_len);
 
-    key = PyTuple_Pack(3, link_id, day, is_bot ? Py_True : Py_False);
-    Py_DECREF(link_id);
-    if (key == NULL) goto done_day;
     PyObject *count = PyDict_GetItemWithError(counts, key);
     if (count == NULL && PyErr_Occurred()) goto done_day;
     PyObject *next = count == NULL ? PyLong_FromLong(1) : PyNumber_Add(count, one);
@@ -419,16 +486,16 @@ static PyObject *Encoder_seed(Encoder *self, PyObject *args) {
 
 static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"fallback", "request_tail", "client_ip", "prefetch_header",
-                             "prefetch_names", "link_part", "utc_day", "dumps", "version",
-                             "tails_kept", "links_kept", NULL};
+                             "prefetch_names", "link_part", "utc_day", "counter_field", "dumps",
+                             "version", "tails_kept", "links_kept", NULL};
     PyObject *fallback, *request_tail, *client_ip, *prefetch_header, *names, *link_part, *utc_day;
-    PyObject *dumps;
+    PyObject *counter_field, *dumps;
     int version;
     Py_ssize_t tails_max, links_max;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOO!OOOinn:Encoder", kwlist, &fallback,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOO!OOOOinn:Encoder", kwlist, &fallback,
                                      &request_tail, &client_ip, &prefetch_header, &PyTuple_Type,
-                                     &names, &link_part, &utc_day, &dumps, &version, &tails_max,
-                                     &links_max)) {
+                                     &names, &link_part, &utc_day, &counter_field, &dumps,
+                                     &version, &tails_max, &links_max)) {
         return -1;
     }
     if (PyTuple_GET_SIZE(names) > MAX_PREFETCH_NAMES) {
@@ -457,6 +524,16 @@ static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
     Py_XSETREF(self->link_part, Py_NewRef(link_part));
     Py_XSETREF(self->utc_day, Py_NewRef(utc_day));
     Py_XSETREF(self->dumps, Py_NewRef(dumps));
+    Py_XSETREF(self->counter_field, Py_NewRef(counter_field));
+    if (self->slots == NULL) {
+        self->slots = PyMem_Calloc(SLOTS, sizeof(Slot));
+        if (self->slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    } else {
+        for (int i = 0; i < SLOTS; i++) slot_clear(&self->slots[i]);
+    }
     Py_XSETREF(self->tails, PyDict_New());
     Py_XSETREF(self->links, PyDict_New());
     if (self->tails == NULL || self->links == NULL) return -1;
@@ -476,8 +553,21 @@ static int Encoder_traverse(Encoder *self, visitproc visit, void *arg) {
     Py_VISIT(self->link_part);
     Py_VISIT(self->utc_day);
     Py_VISIT(self->dumps);
+    Py_VISIT(self->counter_field);
     Py_VISIT(self->tails);
     Py_VISIT(self->links);
+    Py_VISIT(self->day);
+    if (self->slots != NULL) {
+        for (int i = 0; i < SLOTS; i++) {
+            Slot *slot = &self->slots[i];
+            Py_VISIT(slot->link);
+            Py_VISIT(slot->location);
+            Py_VISIT(slot->part);
+            Py_VISIT(slot->day);
+            Py_VISIT(slot->field[0]);
+            Py_VISIT(slot->field[1]);
+        }
+    }
     return 0;
 }
 
@@ -489,15 +579,21 @@ static int Encoder_clear(Encoder *self) {
     Py_CLEAR(self->link_part);
     Py_CLEAR(self->utc_day);
     Py_CLEAR(self->dumps);
+    Py_CLEAR(self->counter_field);
     Py_CLEAR(self->tails);
     Py_CLEAR(self->links);
     Py_CLEAR(self->day);
+    if (self->slots != NULL) {
+        for (int i = 0; i < SLOTS; i++) slot_clear(&self->slots[i]);
+    }
     return 0;
 }
 
 static void Encoder_dealloc(Encoder *self) {
     PyObject_GC_UnTrack(self);
     Encoder_clear(self);
+    PyMem_Free(self->slots);
+    self->slots = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -16,6 +16,7 @@ class Encoder:
         prefetch_names: tuple[bytes, ...],
         link_part: Callable[[int, int, str, str], bytes],
         utc_day: Callable[[int], str],
+        counter_field: Callable[[int, str, bool], str],
         dumps: Callable[[Any], bytes],
         version: int,
         tails_kept: int,
@@ -27,7 +28,7 @@ class Encoder:
         link: LinkRecord,
         scope: Mapping[str, Any],
         location: str,
-        counts: dict[tuple[int, str, bool], int],
+        counts: dict[str, int],
         events: list[bytes],
     ) -> None: ...
     def seed(self, high: int, low: int) -> None: ...

@@ -1,7 +1,7 @@
 """A served redirect's click event and counter, from the ASGI scope: the recorder's per-click work.
 
 ``ClickEncoder.add`` appends the click's encoded event (``linkedge.events``) to a list and counts it
-under ``(link id, UTC day, bot)``. What clicks share is worked out once: per distinct set of
+under its counter field, ``<link id>:<UTC day>:<h|b>`` (``events.counter_field``). What clicks share is worked out once: per distinct set of
 request headers, method and query, the bot reason and the event's second half
 (``clickinfo.request_tail``); per link, its part of the event; per millisecond, the id's prefix; per
 second, the day.
@@ -26,11 +26,11 @@ import orjson
 from edge.clickinfo import Network, client_ip, request_tail
 from edge.records import LinkRecord
 from linkedge import bots
-from linkedge.events import VERSION, EventEncoder, link_part, utc_day
+from linkedge.events import VERSION, EventEncoder, counter_field, link_part, utc_day
 from linkedge.settings import CLICK_ENCODERS, ConfigError
 
 try:
-    import edge._clickfast as _clickfast
+    import edge._clickfast as _clickfast  # noqa: PLR0402 -- mypy finds the stub only so
 except ImportError:  # not compiled here: the Python encoder does the same work, slower
     _clickfast = None  # type: ignore[assignment]
 
@@ -39,8 +39,8 @@ LINKS_CACHED = 65_536  # links whose part of the event is remembered; cleared wh
 
 _MASK_26, _MASK_48 = (1 << 26) - 1, (1 << 48) - 1
 
-# Clicks by counter: (link id, day, bot) -> clicks.
-Counts = dict[tuple[int, str, bool], int]
+# Clicks by counter field (``events.counter_field``: "<link id>:<day>:<h|b>").
+Counts = dict[str, int]
 
 
 class Encoder(Protocol):
@@ -77,6 +77,8 @@ class ClickEncoder:
         self._encoder = EventEncoder(links_kept)
         self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}
         self._tails_max = tails_kept
+        self._fields: dict[tuple[int, bool], str] = {}  # counter fields of the day, by (link, bot)
+        self._fields_max = links_kept
         self._second, self._day = -1, ""  # the UTC day of the last second seen
 
     def seed(self, high: int, low: int) -> None:
@@ -127,7 +129,10 @@ class ClickEncoder:
         ts_ms = int(ts * 1000)
         if ts_ms // 1000 != self._second:
             self._second = ts_ms // 1000
-            self._day = utc_day(ts_ms)
+            day = utc_day(ts_ms)
+            if day != self._day:
+                self._day = day
+                self._fields.clear()
         events.append(
             self._encoder.encode(
                 ts_ms,
@@ -139,8 +144,12 @@ class ClickEncoder:
                 tail,
             )
         )
-        counter = (link.id, self._day, is_bot)
-        counts[counter] = counts.get(counter, 0) + 1
+        field = self._fields.get((link.id, is_bot))
+        if field is None:
+            if len(self._fields) >= self._fields_max:
+                self._fields.clear()
+            field = self._fields[(link.id, is_bot)] = counter_field(link.id, self._day, is_bot)
+        counts[field] = counts.get(field, 0) + 1
 
 
 def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
@@ -164,6 +173,7 @@ def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
         prefetch_names=tuple(sorted(bots.PREFETCH_HEADER_NAMES)),
         link_part=link_part,
         utc_day=utc_day,
+        counter_field=counter_field,
         dumps=orjson.dumps,
         version=VERSION,
         tails_kept=TAILS_CACHED,

@@ -54,7 +54,7 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import FLUSH_COUNTERS_PREFIX, counter_field, join_counters, join_entry
+from linkedge.events import FLUSH_COUNTERS_PREFIX, join_counters, join_entry
 from linkedge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -299,8 +299,7 @@ class ClickRecorder:
 
     def _batch(self, counts: Counts, events: list[bytes]) -> Batch:
         shard, self._shard = self._shard, (self._shard + 1) % self.settings.click_shards
-        counters = {counter_field(*key): n for key, n in counts.items()}
-        return Batch(uuid.uuid4().hex, shard, counters, events)
+        return Batch(uuid.uuid4().hex, shard, counts, events)
 
     def _fill(self, records: list[Record], counts: Counts, events: list[bytes]) -> None:
         """``_add`` for each of ``records``; a click that cannot be encoded is counted and logged."""

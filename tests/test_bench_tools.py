@@ -6,6 +6,7 @@ No timing is asserted anywhere: the bench measures, these tests only check how i
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,8 @@ def test_ab_exports_a_revision_and_takes_a_directory_as_it_is(tmp_path: Path) ->
 
     tree = ab.source_tree("HEAD", tmp_path, "head")
     assert (tree / "edge" / "redirect.py").is_file() and (tree / "pyproject.toml").is_file()
+    if shutil.which("cc") or shutil.which("gcc"):  # its C click encoder, built as pip would
+        assert list((tree / "edge").glob("_clickfast*.so"))
     assert ab.source_tree(str(tree), tmp_path, "again") == tree
     with pytest.raises(SystemExit):
         ab.source_tree("no-such-revision-or-directory", tmp_path, "bad")

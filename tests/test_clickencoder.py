@@ -59,6 +59,7 @@ def pair(
         prefetch_names=tuple(sorted(bots.PREFETCH_HEADER_NAMES)),
         link_part=events.link_part,
         utc_day=events.utc_day,
+        counter_field=events.counter_field,
         dumps=orjson.dumps,
         version=events.VERSION,
         tails_kept=tails_kept,
@@ -132,8 +133,9 @@ def test_c_and_python_encoders_agree_byte_for_byte() -> None:
     c, python = pair()
     c_events, counts = run_both(c, python, clicks)
     assert len(c_events) == 3000 and sum(counts.values()) == 3000
-    assert {day for _, day, _ in counts} == {"20251231", "20260101"}
-    assert {bot for _, _, bot in counts} == {True, False}
+    parsed = [events.parse_counter_field(field) for field in counts]
+    assert {day for _, day, _ in parsed} == {"20251231", "20260101"}
+    assert {bot for _, _, bot in parsed} == {True, False}
     decoded = [events.decode(raw) for raw in c_events]
     assert len({click.id for click in decoded}) == 3000  # ids unique
     assert {click.ip for click in decoded} >= {"198.51.100.1", "10.0.0.1", "fd00::1", '1.2.3.4"\\'}
@@ -183,7 +185,7 @@ def test_each_click_decodes_to_what_its_request_said() -> None:
     assert click.bot == ""
     ms = 1_767_225_600_500
     assert click.id.startswith(f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7")  # UUIDv7 of that millisecond
-    assert counts == {(3, "20260101", False): 1}
+    assert counts == {"3:20260101:h": 1}
 
 
 def test_a_scope_it_does_not_expect_goes_to_the_python_encoder() -> None:
@@ -201,7 +203,7 @@ def test_a_scope_it_does_not_expect_goes_to_the_python_encoder() -> None:
     assert [events.decode(raw).bot for raw in out] == ["crawler", ""]
     with pytest.raises(ValueError):  # the Python encoder's own error: the recorder counts it
         c.add(1_767_000_000.0, LINKS[0], odd[2], "https://e.example/", counts, out)
-    assert len(out) == 2 and counts == {(1, "20251229", True): 1, (1, "20251229", False): 1}
+    assert len(out) == 2 and counts == {"1:20251229:b": 1, "1:20251229:h": 1}
 
 
 def test_a_click_that_cannot_be_encoded_changes_nothing() -> None:
@@ -214,7 +216,7 @@ def test_a_click_that_cannot_be_encoded_changes_nothing() -> None:
         c.add(1_767_000_000.0, bad_link, scope, "https://e/", counts, out)
     assert out == [] and counts == {}
     c.add(1_767_000_000.0, LINKS[0], scope, "https://e/", counts, out)
-    assert len(out) == 1 and counts == {(1, "20251229", False): 1}
+    assert len(out) == 1 and counts == {"1:20251229:h": 1}
 
 
 def test_new_encoder_follows_click_encoder() -> None:

@@ -43,7 +43,8 @@ def parse(argv: list[str]) -> list[tuple[str, str, dict[str, str]]]:
 
 def source_tree(source: str, tmp: Path, name: str, repo: Path = stack.ROOT) -> Path:
     """``source`` itself when it is a directory, else that git revision of ``repo`` exported
-    under ``tmp``."""
+    under ``tmp``, its C extensions built in place as ``pip install -e .`` builds them (without
+    them the edge would run its Python click encoder: another program than that revision's)."""
     if Path(source).is_dir():
         return Path(source).resolve()
     tree = tmp / f"src-{name}"
@@ -54,6 +55,11 @@ def source_tree(source: str, tmp: Path, name: str, repo: Path = stack.ROOT) -> P
     if archive.returncode != 0:
         raise SystemExit(f"ab: {source!r} is neither a directory nor a git revision")
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    if (tree / "setup.py").exists():
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+            cwd=tree, capture_output=True, check=True,
+        )  # fmt: skip
     return tree
 
 

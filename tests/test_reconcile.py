@@ -8,10 +8,12 @@ process is stopped, reconcile opens the data path itself.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,11 +106,12 @@ def write_postgres(db: Db, clicks: list[events.Click]) -> None:
 
 
 def record_counters(client: redis.Redis, clicks: list[events.Click]) -> None:
-    """The edge's counter increments for ``clicks`` (not yet moved by an aggregator)."""
-    for click in clicks:
-        client.hincrby(
-            keys.counts(0), events.counter_field(click.link_id, click.day, bool(click.bot)), 1
-        )
+    """The edge's counter increments for ``clicks`` (not yet moved by an aggregator): the first
+    as an older edge wrote it (HINCRBY of its field), the rest as one flush field."""
+    fields = [events.counter_field(c.link_id, c.day, bool(c.bot)) for c in clicks]
+    client.hincrby(keys.counts(0), fields[0], 1)
+    flush = collections.Counter(fields[1:])
+    client.hset(keys.counts(0), f"~{uuid.uuid4().hex}", events.join_counters(dict(flush)))
 
 
 def test_reconcile_in_sync_in_flight_and_tampered(

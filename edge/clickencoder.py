@@ -1,10 +1,10 @@
 """A served redirect's click event and counter, from the ASGI scope: the recorder's per-click work.
 
 ``ClickEncoder.add`` appends the click's encoded event (``linkedge.events``) to a list and counts it
-under its counter field, ``<link id>:<UTC day>:<h|b>`` (``events.counter_field``). What clicks share is worked out once: per distinct set of
-request headers, method and query, the bot reason and the event's second half
-(``clickinfo.request_tail``); per link, its part of the event; per millisecond, the id's prefix; per
-second, the day.
+under its counter field, ``<link id>:<UTC day>:<h|b>`` (``events.counter_field``). What clicks
+share is worked out once: per distinct set of request headers, method and query, the bot reason
+and the event's second half (``clickinfo.request_tail``); per link, its part of the event and its
+counter fields; per millisecond, the id's prefix; per second, the day.
 
 ``edge._clickfast.Encoder`` is the same ``add`` in C, byte for byte (tests/test_clickencoder.py).
 Under load the Python ``add`` costs a worker ~6 us per click, a quarter of a whole redirect
@@ -17,7 +17,6 @@ a C compiler is found; the image's build stage has one) and ``CLICK_ENCODER`` is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -26,7 +25,14 @@ import orjson
 from edge.clickinfo import Network, client_ip, request_tail
 from edge.records import LinkRecord
 from linkedge import bots
-from linkedge.events import VERSION, EventEncoder, counter_field, link_part, utc_day
+from linkedge.events import (
+    VERSION,
+    EventEncoder,
+    counter_field,
+    link_part,
+    random_seed,
+    utc_day,
+)
 from linkedge.settings import CLICK_ENCODERS, ConfigError
 
 try:
@@ -36,8 +42,6 @@ except ImportError:  # not compiled here: the Python encoder does the same work,
 
 TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
 LINKS_CACHED = 65_536  # links whose part of the event is remembered; cleared when full
-
-_MASK_26, _MASK_48 = (1 << 26) - 1, (1 << 48) - 1
 
 # Clicks by counter field (``events.counter_field``: "<link id>:<day>:<h|b>").
 Counts = dict[str, int]
@@ -187,5 +191,4 @@ def reseed(encoder: Encoder) -> None:
     worker, so that two workers never share an id base, whatever started them."""
     for target in (encoder, getattr(getattr(encoder, "fallback", None), "__self__", None)):
         if target is not None:
-            bits = int.from_bytes(os.urandom(10), "big")
-            target.seed((bits >> 48) & _MASK_26, bits & _MASK_48)
+            target.seed(*random_seed())

@@ -221,14 +221,19 @@ class ClickIds:
 
     def reseed(self) -> None:
         """Call in a forked child so that two workers never share a base."""
-        bits = int.from_bytes(os.urandom(10), "big")
-        self.seed((bits >> 48) & _MASK_26, bits & _MASK_48)
+        self.seed(*random_seed())
 
     def seed(self, high: int, low: int) -> None:
         """Start over from 26 random bits ``high`` and a 48-bit counter base ``low``."""
         self._high, self._low = high & _MASK_26, low & _MASK_48
         self._counter = 0
         self._prefix_ms = -1
+
+
+def random_seed() -> tuple[int, int]:
+    """Fresh ``(high, low)`` for ``ClickIds.seed``: 26 random bits and a random 48-bit base."""
+    bits = int.from_bytes(os.urandom(10), "big")
+    return (bits >> 48) & _MASK_26, bits & _MASK_48
 
 
 _LINK_PART = b'"l":%d,"a":%d,"c":%b,"t":%b,'

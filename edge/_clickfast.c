@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define MASK_26 ((1ULL << 26) - 1)
 #define MASK_48 ((1ULL << 48) - 1)
@@ -50,6 +51,11 @@ typedef struct {
     long long ms;            /* the millisecond of `prefix` */
     char prefix[PREFIX_LEN];
     uint64_t high, low, counter;
+    /* The open batch of record(): its counts, its entry (events one per line, entry_len bytes of
+     * a bytes object grown as needed), how many clicks it holds and how many make it full. */
+    PyObject *counts;
+    PyObject *entry;
+    Py_ssize_t entry_len, entry_hint, pending, limit;
 } Encoder;
 
 static PyObject *s_headers, *s_query_string, *s_method, *s_client, *s_id, *s_account_id, *s_code;
@@ -254,23 +260,27 @@ static PyObject *call_fallback(Encoder *self, PyObject *const *args, Py_ssize_t 
     return PyObject_Vectorcall(self->fallback, args, nargs, NULL);
 }
 
-/* add(ts, link, scope, location, counts, events) */
-static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "add() takes 6 arguments");
-        return NULL;
+/* Room for `n` more bytes at the end of the open batch's entry; NULL with an exception set. */
+static char *entry_reserve(Encoder *self, Py_ssize_t n) {
+    Py_ssize_t need = self->entry_len + n;
+    if (self->entry == NULL) {
+        Py_ssize_t cap = need > self->entry_hint ? need : self->entry_hint;
+        if ((self->entry = PyBytes_FromStringAndSize(NULL, cap)) == NULL) return NULL;
+    } else if (need > PyBytes_GET_SIZE(self->entry)) {
+        Py_ssize_t cap = 2 * PyBytes_GET_SIZE(self->entry);
+        if (_PyBytes_Resize(&self->entry, cap > need ? cap : need) < 0) return NULL;
     }
-    PyObject *link = args[1], *scope = args[2], *location = args[3];
-    PyObject *counts = args[4], *events = args[5];
-    if (!PyDict_CheckExact(scope) || !PyDict_CheckExact(counts) || !PyList_CheckExact(events) ||
-        !PyUnicode_CheckExact(location)) {
-        return call_fallback(self, args, nargs);
-    }
-    double ts = PyFloat_AsDouble(args[0]);
-    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    return PyBytes_AS_STRING(self->entry) + self->entry_len;
+}
 
+/* Encode one click: into `events` (a list) as a new bytes object, or, with events NULL, as a line
+ * of the open batch's entry. Counts it into `counts`. 0 done, -1 an exception, 1 a scope of an
+ * unexpected shape (nothing done: the caller hands it to the Python add). */
+static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject *scope,
+                        PyObject *location, PyObject *counts, PyObject *events) {
+    if (!PyDict_CheckExact(scope) || !PyUnicode_CheckExact(location)) return 1;
     PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
-    if (headers == NULL && PyErr_Occurred()) return NULL;
+    if (headers == NULL && PyErr_Occurred()) return -1;
     Py_ssize_t n_headers = 0;
     PyObject **items = NULL;
     if (headers != NULL && headers != Py_None) {
@@ -281,7 +291,7 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
             n_headers = PyTuple_GET_SIZE(headers);
             items = ((PyTupleObject *)headers)->ob_item;
         } else {
-            return call_fallback(self, args, nargs);
+            return 1;
         }
     }
     /* The pairs must be bytes; checked before anything calls back into Python. */
@@ -290,15 +300,15 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
         if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
             !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
             !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
-            return call_fallback(self, args, nargs);
+            return 1;
         }
     }
     Py_XINCREF(headers); /* callbacks below run Python: keep the pairs alive */
 
     PyObject *agent = empty_bytes, *referer = empty_bytes, *language = empty_bytes;
-    PyObject *host = empty_bytes, *forwarded = NULL, *result = NULL, *request = NULL;
+    PyObject *host = empty_bytes, *forwarded = NULL, *request = NULL;
     PyObject *peer = NULL, *ip = NULL, *ipj = NULL, *part = NULL, *event = NULL, *key = NULL;
-    int prefetch = 0;
+    int prefetch = 0, result = -1;
     for (Py_ssize_t i = 0; i < n_headers; i++) {
         PyObject *name = PyTuple_GET_ITEM(items[i], 0), *value = PyTuple_GET_ITEM(items[i], 1);
         switch (PyBytes_GET_SIZE(name)) {
@@ -367,7 +377,6 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
         peer = Py_NewRef(empty_str);
     }
 
-    long long ts_ms = (long long)(ts * 1000);
     long long second = floor_div(ts_ms, 1000);
     if (second != self->second || self->day == NULL) {
         PyObject *ms = PyLong_FromLongLong(ts_ms);
@@ -419,9 +428,13 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
     /* head + prefix + 12 hex + '","ts":' + ts + ',' + part + '"ip":' + ip + ',' + tail */
     Py_ssize_t size = self->head_len + PREFIX_LEN + 12 + 7 + ts_len + 1 + part_len + 5 + ip_len + 1 +
                       tail_len;
-    event = PyBytes_FromStringAndSize(NULL, size);
-    if (event == NULL) goto done_day;
-    char *p = PyBytes_AS_STRING(event);
+    char *p;
+    if (events != NULL) {
+        if ((event = PyBytes_FromStringAndSize(NULL, size)) == NULL) goto done_day;
+        p = PyBytes_AS_STRING(event);
+    } else if ((p = entry_reserve(self, size + 1)) == NULL) {
+        goto done_day;
+    }
     memcpy(p, self->head, self->head_len);
     p += self->head_len;
     memcpy(p, self->prefix, PREFIX_LEN);
@@ -441,22 +454,29 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
     p += ip_len;
     *p++ = ',';
     memcpy(p, PyBytes_AS_STRING(tail), tail_len);
+    if (events == NULL) p[tail_len] = '\n'; /* written, not yet part of the entry: see below */
 
     PyObject *count = PyDict_GetItemWithError(counts, key);
     if (count == NULL && PyErr_Occurred()) goto done_day;
     PyObject *next = count == NULL ? PyLong_FromLong(1) : PyNumber_Add(count, one);
     if (next == NULL) goto done_day;
-    if (PyList_Append(events, event) < 0) {
+    if (events != NULL && PyList_Append(events, event) < 0) {
         Py_DECREF(next);
         goto done_day;
     }
     int failed = PyDict_SetItem(counts, key, next);
     Py_DECREF(next);
     if (failed < 0) { /* keep events and counts in step */
-        PyList_SetSlice(events, PyList_GET_SIZE(events) - 1, PyList_GET_SIZE(events), NULL);
+        if (events != NULL) {
+            PyList_SetSlice(events, PyList_GET_SIZE(events) - 1, PyList_GET_SIZE(events), NULL);
+        }
         goto done_day;
     }
-    result = Py_NewRef(Py_None);
+    if (events == NULL) { /* the line joins the entry only now that it is counted */
+        self->entry_len += size + 1;
+        self->pending++;
+    }
+    result = 0;
 done_day:
     Py_DECREF(day);
 done_tail:
@@ -472,6 +492,116 @@ done:
     Py_XDECREF(forwarded);
     Py_XDECREF(headers);
     return result;
+}
+
+/* add(ts, link, scope, location, counts, events) */
+static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "add() takes 6 arguments");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[4]) || !PyList_CheckExact(args[5])) {
+        return call_fallback(self, args, nargs);
+    }
+    double ts = PyFloat_AsDouble(args[0]);
+    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    int done = encode_click(self, (long long)(ts * 1000), args[1], args[2], args[3], args[4], args[5]);
+    if (done == 1) return call_fallback(self, args, nargs);
+    return done < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* record(link, scope, location) -> whether the open batch is full */
+static PyObject *Encoder_record(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "record() takes 3 arguments");
+        return NULL;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now); /* time.time()'s clock */
+    long long ts_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int done = encode_click(self, ts_ms, args[0], args[1], args[2], self->counts, NULL);
+    if (done == 1) { /* the Python add, into a list, then onto the entry */
+        PyObject *events = PyList_New(0);
+        if (events == NULL) return NULL;
+        PyObject *ts = PyFloat_FromDouble(((double)ts_ms + 0.5) / 1000);
+        if (ts == NULL) {
+            Py_DECREF(events);
+            return NULL;
+        }
+        PyObject *call[6] = {ts, args[0], args[1], args[2], self->counts, events};
+        PyObject *answer = call_fallback(self, call, 6);
+        Py_DECREF(ts);
+        done = answer == NULL ? -1 : 0;
+        Py_XDECREF(answer);
+        /* What the Python add counted joins the entry, even if it raised after counting. */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
+            PyObject *event = PyList_GET_ITEM(events, i);
+            Py_ssize_t n = PyBytes_Check(event) ? PyBytes_GET_SIZE(event) : 0;
+            char *p = n ? entry_reserve(self, n + 1) : NULL;
+            if (p == NULL) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "add did not append bytes");
+                Py_DECREF(events);
+                return NULL;
+            }
+            memcpy(p, PyBytes_AS_STRING(event), n);
+            p[n] = '\n';
+            self->entry_len += n + 1;
+            self->pending++;
+        }
+        Py_DECREF(events);
+    }
+    if (done < 0) return NULL;
+    return PyBool_FromLong(self->pending >= self->limit);
+}
+
+/* take() -> None, or (clicks, counters, entry) of the open batch, which starts again empty */
+static PyObject *Encoder_take(Encoder *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->pending == 0) Py_RETURN_NONE;
+    /* counters: "<field> <clicks>" lines (linkedge.events.join_counters), ASCII fields */
+    Py_ssize_t size = 0, pos = 0;
+    PyObject *field, *count;
+    while (PyDict_Next(self->counts, &pos, &field, &count)) {
+        if (!PyUnicode_IS_ASCII(field) || !PyLong_CheckExact(count)) {
+            PyErr_SetString(PyExc_TypeError, "counter fields must be ASCII str, counts int");
+            return NULL;
+        }
+        size += PyUnicode_GET_LENGTH(field) + 1 + 21 + 1;
+    }
+    PyObject *counters = PyBytes_FromStringAndSize(NULL, size);
+    if (counters == NULL) return NULL;
+    char *p = PyBytes_AS_STRING(counters);
+    pos = 0;
+    while (PyDict_Next(self->counts, &pos, &field, &count)) {
+        if (p != PyBytes_AS_STRING(counters)) *p++ = '\n';
+        memcpy(p, PyUnicode_1BYTE_DATA(field), PyUnicode_GET_LENGTH(field));
+        p += PyUnicode_GET_LENGTH(field);
+        *p++ = ' ';
+        long long n = PyLong_AsLongLong(count);
+        if (n == -1 && PyErr_Occurred()) {
+            Py_DECREF(counters);
+            return NULL;
+        }
+        p += put_decimal(p, n);
+    }
+    if (_PyBytes_Resize(&counters, p - PyBytes_AS_STRING(counters)) < 0) return NULL;
+    PyObject *fresh = PyDict_New();
+    if (fresh == NULL) {
+        Py_DECREF(counters);
+        return NULL;
+    }
+    /* The entry without its last newline; the next batch starts at this one's size. */
+    PyObject *entry = self->entry;
+    Py_ssize_t clicks = self->pending, length = self->entry_len - 1;
+    self->entry = NULL;
+    self->entry_hint = length + length / 4;
+    self->entry_len = 0;
+    self->pending = 0;
+    Py_SETREF(self->counts, fresh);
+    if (_PyBytes_Resize(&entry, length) < 0) { /* lost: the caller read `pending` to count it */
+        Py_DECREF(counters);
+        return NULL;
+    }
+    return Py_BuildValue("(nNN)", clicks, counters, entry);
 }
 
 static PyObject *Encoder_seed(Encoder *self, PyObject *args) {
@@ -542,6 +672,12 @@ static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
     self->second = self->ms = -1;
     Py_CLEAR(self->day);
     self->high = self->low = self->counter = 0;
+    Py_XSETREF(self->counts, PyDict_New());
+    if (self->counts == NULL) return -1;
+    Py_CLEAR(self->entry);
+    self->entry_len = self->pending = 0;
+    self->entry_hint = 4096;
+    self->limit = PY_SSIZE_T_MAX;
     return 0;
 }
 
@@ -557,6 +693,7 @@ static int Encoder_traverse(Encoder *self, visitproc visit, void *arg) {
     Py_VISIT(self->tails);
     Py_VISIT(self->links);
     Py_VISIT(self->day);
+    Py_VISIT(self->counts);
     if (self->slots != NULL) {
         for (int i = 0; i < SLOTS; i++) {
             Slot *slot = &self->slots[i];
@@ -583,6 +720,8 @@ static int Encoder_clear(Encoder *self) {
     Py_CLEAR(self->tails);
     Py_CLEAR(self->links);
     Py_CLEAR(self->day);
+    Py_CLEAR(self->counts);
+    Py_CLEAR(self->entry);
     if (self->slots != NULL) {
         for (int i = 0; i < SLOTS; i++) slot_clear(&self->slots[i]);
     }
@@ -600,6 +739,10 @@ static void Encoder_dealloc(Encoder *self) {
 static PyMethodDef Encoder_methods[] = {
     {"add", (PyCFunction)(void (*)(void))Encoder_add, METH_FASTCALL,
      "add(ts, link, scope, location, counts, events): encode one click (ClickEncoder.add)."},
+    {"record", (PyCFunction)(void (*)(void))Encoder_record, METH_FASTCALL,
+     "record(link, scope, location): encode one click now into the open batch; True when full."},
+    {"take", (PyCFunction)Encoder_take, METH_NOARGS,
+     "take(): None, or (clicks, counters, entry) of the open batch, which starts again empty."},
     {"seed", (PyCFunction)Encoder_seed, METH_VARARGS,
      "seed(high, low): 26 random id bits and a 48-bit counter base (ClickIds.seed)."},
     {NULL, NULL, 0, NULL},
@@ -607,6 +750,8 @@ static PyMethodDef Encoder_methods[] = {
 
 static PyMemberDef Encoder_members[] = {
     {"fallback", T_OBJECT, offsetof(Encoder, fallback), READONLY, "the Python add"},
+    {"pending", T_PYSSIZET, offsetof(Encoder, pending), READONLY, "clicks in the open batch"},
+    {"limit", T_PYSSIZET, offsetof(Encoder, limit), 0, "record() says full from this many on"},
     {NULL, 0, 0, 0, NULL},
 };
 

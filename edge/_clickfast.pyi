@@ -6,6 +6,8 @@ from edge.records import LinkRecord
 
 class Encoder:
     fallback: Callable[..., None]
+    pending: int
+    limit: int
     def __init__(
         self,
         *,
@@ -32,3 +34,5 @@ class Encoder:
         events: list[bytes],
     ) -> None: ...
     def seed(self, high: int, low: int) -> None: ...
+    def record(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> bool: ...
+    def take(self) -> tuple[int, bytes, bytes] | None: ...

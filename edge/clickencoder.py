@@ -1,7 +1,11 @@
 """A served redirect's click event and counter, from the ASGI scope: the recorder's per-click work.
 
 ``ClickEncoder.add`` appends the click's encoded event (``linkedge.events``) to a list and counts it
-under its counter field, ``<link id>:<UTC day>:<h|b>`` (``events.counter_field``). What clicks
+under its counter field, ``<link id>:<UTC day>:<h|b>`` (``events.counter_field``). ``record`` does
+the same into the encoder's own open batch, at the time it reads itself, and ``take`` hands that
+batch over as the flush sends it: its counters as ``events.join_counters`` lines and its events as
+one ``events.join_entry`` stream entry (the C encoder writes each event straight onto that entry).
+What clicks
 share is worked out once: per distinct set of request headers, method and query, the bot reason
 and the event's second half (``clickinfo.request_tail``); per link, its part of the event and its
 counter fields; per millisecond, the id's prefix; per second, the day.
@@ -17,6 +21,8 @@ a C compiler is found; the image's build stage has one) and ``CLICK_ENCODER`` is
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -29,6 +35,8 @@ from linkedge.events import (
     VERSION,
     EventEncoder,
     counter_field,
+    join_counters,
+    join_entry,
     link_part,
     random_seed,
     utc_day,
@@ -45,6 +53,9 @@ LINKS_CACHED = 65_536  # links whose part of the event is remembered; cleared wh
 
 # Clicks by counter field (``events.counter_field``: "<link id>:<day>:<h|b>").
 Counts = dict[str, int]
+# An open batch taken by ``take``: its clicks, its counters as ``events.join_counters`` lines
+# (ASCII), its events as one stream entry (``events.join_entry``).
+Taken = tuple[int, bytes, bytes]
 
 
 class Encoder(Protocol):
@@ -59,6 +70,15 @@ class Encoder(Protocol):
     ) -> None: ...
 
     def seed(self, high: int, low: int) -> None: ...
+
+    def record(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> bool: ...
+
+    def take(self) -> Taken | None: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    limit: int
 
 
 def prefetch_header(name: bytes, value: bytes) -> bool:
@@ -84,6 +104,26 @@ class ClickEncoder:
         self._fields: dict[tuple[int, bool], str] = {}  # counter fields of the day, by (link, bot)
         self._fields_max = links_kept
         self._second, self._day = -1, ""  # the UTC day of the last second seen
+        self._counts: Counts = {}  # the open batch of record()
+        self._events: list[bytes] = []
+        self.limit = sys.maxsize  # record() says the batch is full from this many clicks on
+
+    @property
+    def pending(self) -> int:
+        return len(self._events)
+
+    def record(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> bool:
+        """``add`` now into the open batch; whether it holds ``limit`` clicks or more."""
+        self.add(time.time(), link, scope, location, self._counts, self._events)
+        return len(self._events) >= self.limit
+
+    def take(self) -> Taken | None:
+        """The open batch (None when empty); the next ``record`` starts a new one."""
+        if not self._events:
+            return None
+        counts, events = self._counts, self._events
+        self._counts, self._events = {}, []
+        return len(events), join_counters(counts).encode(), join_entry(events)
 
     def seed(self, high: int, low: int) -> None:
         self._encoder.ids.seed(high, low)

@@ -4,7 +4,11 @@
 ASGI scope) into the open batch and returns; it does no I/O and never raises. Encoding at once,
 while the request's scope is still in the CPU's caches, costs less than keeping scopes for the
 flush task and encoding them in bursts, and keeps those bursts out of the tail latency
-(BENCHMARKS.md). The encoding is ``edge.clickencoder``'s, in C where it was built.
+(BENCHMARKS.md). The encoding and the open batch are ``edge.clickencoder``'s, in C where it was
+built: the encoder reads the clock, writes the event as the next line of the batch's stream entry
+(one growing buffer, not an object per click) and counts it; sealing takes the entry and the
+counters' lines as they are sent. The redirect handler calls the encoder's ``record`` itself
+(``ClickRecorder.add``), with no Python frame in between.
 
 Every ``CLICK_FLUSH_INTERVAL_MS`` (default 10 ms), or as soon as ``CLICK_FLUSH_MAX_EVENTS`` are
 waiting, the task applies the batch (its events and counter increments) with ONE script call on
@@ -54,7 +58,7 @@ from edge.metrics import (
 from edge.records import LinkRecord
 from edge.spool import Batch, Claimed, CorruptLine, Spool
 from linkedge import bots, keys
-from linkedge.events import FLUSH_COUNTERS_PREFIX, join_counters, join_entry
+from linkedge.events import FLUSH_COUNTERS_PREFIX
 from linkedge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,13 +113,14 @@ class ClickRecorder:
         self._encoder = new_encoder(
             trusted_networks(settings.trusted_proxies), settings.click_encoder
         )
-        self._add = self._encoder.add  # encodes one click into a batch (edge.clickencoder)
         self._batch_size = min(settings.click_flush_max_events, MAX_BATCH)
+        self._encoder.limit = self._batch_size
+        # The redirect handler's per-click call (see ``record``): the encoder's own, in C where it
+        # was built, with no Python frame around it.
+        self.add = self._encoder.record
         self._interval = (settings.click_flush_interval_ms or 10) / 1000
         self._shard = random.randrange(settings.click_shards)
         self._spool = Spool(settings.click_spool_dir, settings.click_spool_max_bytes)
-        self._counts: Counts = {}  # the open batch, filled by record()
-        self._events: list[bytes] = []
         self._build_logged_at = float("-inf")
         self._sync_group: tuple[list[Record], asyncio.Future[None]] | None = None
         self._sync_tasks: set[asyncio.Task[None]] = set()
@@ -137,18 +142,31 @@ class ClickRecorder:
 
     # ---- the request side ------------------------------------------------------------------
     def record(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> None:
-        """Encode one served redirect into the open batch. No I/O, never raises."""
+        """Encode one served redirect into the open batch. No I/O, never raises.
+
+        The redirect handler does the same inline: ``add``, then ``batch_full`` when it says so,
+        or ``add_failed`` when it raises.
+        """
         try:
-            self._add(time.time(), link, scope, location, self._counts, self._events)
+            full = self.add(link, scope, location)
         except Exception:  # noqa: BLE001 -- never fail a redirect for a click; counted
-            self._build_failed(link)
+            self.add_failed(link)
             return
+        if full:
+            self.batch_full()
+
+    def add_failed(self, link: LinkRecord) -> None:
+        """``add`` raised: the click is counted as dropped and logged (once a minute)."""
+        self._build_failed(link)
+
+    def batch_full(self) -> None:
+        """``add`` said the open batch is full: seal it for the flush task. Never raises."""
         try:
-            if len(self._events) >= self._batch_size:
-                self._seal()
-                self._wake.set()
             if self._closed:  # a request that outlived shutdown: straight to the spool
                 self._spool_out(self._take_open())
+            else:
+                self._seal()
+                self._wake.set()
         except Exception:  # noqa: BLE001
             self._drop(1, "error")
 
@@ -217,12 +235,13 @@ class ClickRecorder:
             except TimeoutError:
                 log.warning("click flush task did not stop in time; cancelled")
         self._closed = True
+        self._encoder.limit = 0  # every later click is full: batch_full spools it
         self._seal()
         deadline = time.monotonic() + CLOSE_FLUSH_S
         failures = 0
         while self._batches and failures < 3 and time.monotonic() < deadline:
             if await self._send(self._batches[0]):
-                self._batched_events -= len(self._batches.popleft().events)
+                self._batched_events -= self._batches.popleft().clicks
             else:
                 failures += 1
                 await asyncio.sleep(0.2)
@@ -266,26 +285,32 @@ class ClickRecorder:
             while self._batches and not self._stopping:
                 if not await self._send(self._batches[0]):
                     break
-                self._batched_events -= len(self._batches.popleft().events)
+                self._batched_events -= self._batches.popleft().clicks
             else:
                 if not self._stopping:
                     await self._replay_spool()
-        CLICKS_PENDING.set(len(self._events) + self._batched_events)
+        CLICKS_PENDING.set(self._encoder.pending + self._batched_events)
 
     def _seal(self) -> None:
         """Hold the open batch for sending; new clicks go into a new one."""
         self._hold(self._take_open())
 
     def _take_open(self) -> list[Batch]:
-        counts, events = self._counts, self._events
-        if not events:
+        clicks = self._encoder.pending
+        try:
+            taken = self._encoder.take()
+        except Exception:
+            log.exception("open click batch could not be taken")
+            self._drop(clicks, "error")
             return []
-        self._counts, self._events = {}, []
-        return [self._batch(counts, events)]
+        if taken is None:
+            return []
+        clicks, counters, entry = taken
+        return [Batch(uuid.uuid4().hex, self._next_shard(), counters, entry, clicks)]
 
     def _hold(self, batches: list[Batch]) -> None:
         self._batches.extend(batches)
-        self._batched_events += sum(len(batch.events) for batch in batches)
+        self._batched_events += sum(batch.clicks for batch in batches)
 
     def _build(self, records: list[Record]) -> list[Batch]:
         batches = []
@@ -294,18 +319,18 @@ class ClickRecorder:
             events: list[bytes] = []
             self._fill(records[start : start + self._batch_size], counts, events)
             if events:
-                batches.append(self._batch(counts, events))
+                batches.append(Batch.of(uuid.uuid4().hex, self._next_shard(), counts, events))
         return batches
 
-    def _batch(self, counts: Counts, events: list[bytes]) -> Batch:
+    def _next_shard(self) -> int:
         shard, self._shard = self._shard, (self._shard + 1) % self.settings.click_shards
-        return Batch(uuid.uuid4().hex, shard, counts, events)
+        return shard
 
     def _fill(self, records: list[Record], counts: Counts, events: list[bytes]) -> None:
-        """``_add`` for each of ``records``; a click that cannot be encoded is counted and logged."""
+        """``add`` for each of ``records``; a click that cannot be encoded is counted and logged."""
         for record in records:
             try:
-                self._add(*record, counts, events)
+                self._encoder.add(*record, counts, events)
             except Exception:  # noqa: BLE001
                 self._build_failed(record[1])
 
@@ -352,8 +377,8 @@ class ClickRecorder:
         if not from_spool:
             self._spent[shard].append(marker)
         if applied:
-            CLICKS_RECORDED.inc(len(batch.events))
-            CLICK_FLUSH_EVENTS.observe(len(batch.events))
+            CLICKS_RECORDED.inc(batch.clicks)
+            CLICK_FLUSH_EVENTS.observe(batch.clicks)
         return True
 
     # ---- memory bound, spool and replay --------------------------------------------------------
@@ -364,8 +389,8 @@ class ClickRecorder:
         out: list[Batch] = []
         while self._batches and excess > 0:
             batch = self._batches.popleft()
-            self._batched_events -= len(batch.events)
-            excess -= len(batch.events)
+            self._batched_events -= batch.clicks
+            excess -= batch.clicks
             out.append(batch)
         self._spool_out(out)
 
@@ -380,9 +405,9 @@ class ClickRecorder:
             )
             written, reason = 0, "spool_error"
         if written:
-            CLICKS_SPOOLED.inc(sum(len(batch.events) for batch in batches[:written]))
+            CLICKS_SPOOLED.inc(sum(batch.clicks for batch in batches[:written]))
             self._spool_check_at = 0.0
-        lost = sum(len(batch.events) for batch in batches[written:])
+        lost = sum(batch.clicks for batch in batches[written:])
         if lost:
             self._drop(lost, reason)
 
@@ -438,8 +463,8 @@ def flush_args(batch: Batch) -> list[Any]:
     """``FLUSH_SCRIPT``'s ARGV for ``batch``."""
     return [
         keys.FLUSH_MARKER_TTL_S,
-        join_counters(batch.counters),
-        join_entry(batch.events),
+        batch.counters,
+        batch.entry,
         FLUSH_COUNTERS_FIELD % batch.flush_id,
     ]
 

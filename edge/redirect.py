@@ -17,7 +17,8 @@ Answers:
   ``linkedge_unsafe_targets_total``: nothing unchecked reaches a header.
 - another method: 405 with ``Allow: GET, HEAD``. Lookup stores both down: 503.
 Each served redirect (the ``expired_url`` one too) is handed over with exactly one call:
-``clicks.record(...)`` or, in synchronous mode, ``await clicks.record_now(...)``.
+``clicks.add(...)`` (the encoder's, what ``ClickRecorder.record`` does, inlined) or, in synchronous
+mode, ``await clicks.record_now(...)``.
 """
 
 from __future__ import annotations
@@ -217,6 +218,8 @@ class RedirectHandler:
     def __init__(self, resources: Resources) -> None:
         self.links = resources.links
         self.clicks = resources.clicks
+        self.sync = self.clicks.sync
+        self.add = self.clicks.add
         self.clock = resources.clock
         self.counters = HotCounters()
         self._handoff_logged_at = float("-inf")
@@ -245,13 +248,14 @@ class RedirectHandler:
             response = target.main
         location = response[2]
         if location is not None:
-            try:
-                if self.clicks.sync:
-                    await self.clicks.record_now(target.link, scope, location)
-                else:
-                    self.clicks.record(target.link, scope, location)
-            except Exception:  # noqa: BLE001 -- the recorder promises not to raise; fail open
-                self._handoff_failed()
+            if self.sync:
+                await self._record_now(target.link, scope, location)
+            else:  # ClickRecorder.record, inlined: the encoder's own call, no Python frame
+                try:
+                    if self.add(target.link, scope, location):
+                        self.clicks.batch_full()
+                except Exception:  # noqa: BLE001 -- a click that could not be encoded; counted
+                    self.clicks.add_failed(target.link)
         # _send, inlined: this is the path every served redirect takes
         self.counters.served[response[3]] += 1
         await send(response[0])
@@ -261,6 +265,12 @@ class RedirectHandler:
         self.counters.served[response[3]] += 1
         await send(response[0])
         await send(response[1] if method != "HEAD" else _EMPTY_BODY)
+
+    async def _record_now(self, link: LinkRecord, scope: Scope, location: str) -> None:
+        try:
+            await self.clicks.record_now(link, scope, location)
+        except Exception:  # noqa: BLE001 -- the recorder promises not to raise; fail open
+            self._handoff_failed()
 
     def _handoff_failed(self) -> None:
         CLICKS_DROPPED.labels(reason="handoff_error").inc()

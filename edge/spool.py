@@ -28,37 +28,61 @@ from pathlib import Path
 
 import orjson
 
+from linkedge.events import (
+    FLUSH_COUNTERS_PREFIX as FLUSH_FIELD,
+)
+from linkedge.events import (
+    counter_items,
+    join_counters,
+    join_entry,
+    split_entry,
+)
+
 SUFFIX = ".spool"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Batch:
-    """One flush: what the script applies on one shard, at most once per ``flush_id``."""
+    """One flush: what the script applies on one shard, at most once per ``flush_id``.
+
+    ``counters`` are ``events.join_counters`` lines, ``entry`` the ``clicks`` events as one stream
+    entry (``events.join_entry``): the script's arguments as they are sent, built once.
+    """
 
     flush_id: str
     shard: int
-    counters: dict[str, int]
-    events: list[bytes]
+    counters: bytes
+    entry: bytes
+    clicks: int
+
+    @classmethod
+    def of(cls, flush_id: str, shard: int, counts: dict[str, int], events: list[bytes]) -> Batch:
+        """The batch of ``events`` counted in ``counts``."""
+        return cls(flush_id, shard, join_counters(counts).encode(), join_entry(events), len(events))
+
+    def counts(self) -> dict[str, int]:
+        """``counters`` as a dict (a batch never names a field twice)."""
+        return {field.decode(): int(n) for field, n in counter_items([(FLUSH_FIELD, self.counters)])}
 
     def to_line(self) -> bytes:
         body = orjson.dumps(
             {
                 "f": self.flush_id,
                 "s": self.shard,
-                "c": self.counters,
-                "e": [event.decode() for event in self.events],
+                "c": self.counts(),
+                "e": [event.decode() for event in split_entry(self.entry)],
             }
         )
-        return b"%d %s\n" % (len(self.events), body)
+        return b"%d %s\n" % (self.clicks, body)
 
     @classmethod
     def from_line(cls, line: bytes) -> Batch:
         _, _, body = line.partition(b" ")
         data = orjson.loads(body)
-        return cls(
+        return cls.of(
             flush_id=str(data["f"]),
             shard=int(data["s"]),
-            counters={str(k): int(v) for k, v in data["c"].items()},
+            counts={str(k): int(v) for k, v in data["c"].items()},
             events=[str(event).encode() for event in data["e"]],
         )
 

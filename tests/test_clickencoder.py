@@ -51,8 +51,10 @@ def pair(
 ) -> tuple[Any, ClickEncoder]:
     """A C encoder and a Python reference encoder, seeded alike."""
     python = ClickEncoder(TRUSTED, tails_kept=tails_kept, links_kept=links_kept)
+    fallback = ClickEncoder(TRUSTED)
+    fallback.seed(*SEED[::-1])  # its own ids, seeded too: a replay of the same clicks matches
     c = fast.Encoder(
-        fallback=ClickEncoder(TRUSTED).add,
+        fallback=fallback.add,
         request_tail=request_tail,
         client_ip=python.client_ip,
         prefetch_header=clickencoder.prefetch_header,
@@ -227,6 +229,56 @@ def test_a_click_that_cannot_be_encoded_changes_nothing() -> None:
     assert out == [] and counts == {}
     c.add(1_767_000_000.0, LINKS[0], scope, "https://e/", counts, out)
     assert len(out) == 1 and counts == {"1:20251229:h": 1}
+
+
+def replay_with_add(encoder: Any, entry: bytes, scopes: list[tuple[LinkRecord, Any, str]]) -> Any:
+    """(counters, entry) that ``add`` gives for the clicks whose events ``entry`` holds."""
+    out: list[bytes] = []
+    counts: Counts = {}
+    for raw, (link, scope, location) in zip(events.split_entry(entry), scopes, strict=True):
+        ts = (events.decode(raw).ts_ms + 0.5) / 1000  # record() read the clock: use its reading
+        encoder.add(ts, link, scope, location, counts, out)
+    return events.join_counters(counts).encode(), events.join_entry(out)
+
+
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_record_and_take_give_what_add_gives(kind: str) -> None:
+    """``record`` (the clock read in the encoder, the event written onto the open batch's entry)
+    and ``take`` give the bytes ``add`` and ``join_entry``/``join_counters`` give for the same
+    clicks, the C encoder's odd scopes (through the Python add) included; ``take`` starts a new
+    batch and ``record`` says when ``limit`` is reached."""
+    rng = random.Random(3)
+    clicks = [(rng.choice(LINKS), random_scope(rng), rng.choice(["https://t/", "https://t/?a=1"]))
+              for _ in range(1500)]  # fmt: skip
+    clicks[7] = (LINKS[0], {"headers": [("user-agent", "str names")], "client": None}, "https://t/")
+    encoder = pair()[0 if kind == "c" else 1]
+    encoder.limit = 1000
+    full = [encoder.record(*click) for click in clicks[:1000]]
+    assert full == [False] * 999 + [True] and encoder.pending == 1000
+    first = encoder.take()
+    assert encoder.take() is None and encoder.pending == 0
+    assert [encoder.record(*click) for click in clicks[1000:]] == [False] * 500
+    second = encoder.take()
+    assert first[0] == 1000 and second[0] == 500
+    assert sum(int(line.split()[1]) for line in first[1].splitlines()) == 1000
+    replay = pair()[0 if kind == "c" else 1]
+    assert (first[1], first[2]) == replay_with_add(replay, first[2], clicks[:1000])
+    assert (second[1], second[2]) == replay_with_add(replay, second[2], clicks[1000:])
+    assert events.decode(events.split_entry(first[2])[7]).user_agent == ""  # the odd scope
+
+
+def test_record_of_a_click_that_cannot_be_encoded_changes_nothing() -> None:
+    c, _ = pair()
+    scope = {"headers": [(b"user-agent", CHROME)], "client": ("1.2.3.4", 1)}
+    c.record(LINKS[0], scope, "https://e/")
+    bad_link = LinkRecord(id=9, account_id=1, code="lone \ud800 surrogate", url="https://e/")
+    with pytest.raises(Exception):  # noqa: B017 -- orjson's own error type; the recorder counts it
+        c.record(bad_link, scope, "https://e/")
+    with pytest.raises(ValueError):  # the Python add's error, for a scope C hands it
+        c.record(LINKS[0], {"headers": [(b"host", b"h", b"three")]}, "https://e/")
+    clicks, counters, entry = c.take()
+    assert clicks == 1 and len(events.split_entry(entry)) == 1
+    assert counters.decode().endswith(" 1") and counters.startswith(b"1:")
 
 
 def test_new_encoder_follows_click_encoder() -> None:

@@ -232,8 +232,9 @@ def test_events_equal_encode_of_the_click_whatever_repeats(click_settings: Setti
     ]
     rec = ClickRecorder(settings, client_for("redis://127.0.0.1:1/0"))
     [batch] = rec._build([(time.time(), link, scope, "https://example.com/x") for scope in scopes])
-    clicks = [decode(event) for event in batch.events]
-    assert [encode(click) for click in clicks] == batch.events
+    events = split_entry(batch.entry)
+    clicks = [decode(event) for event in events]
+    assert [encode(click) for click in clicks] == events and batch.clicks == len(scopes)
     assert [c.bot for c in clicks] == [
         "",
         "",
@@ -251,8 +252,8 @@ def test_events_equal_encode_of_the_click_whatever_repeats(click_settings: Setti
     assert [c.utm for c in clicks][5:8] == [{}, {"utm_source": "a"}, {"utm_source": "b"}]
     assert [c.ip for c in clicks][7:10] == ["203.0.113.7", "198.51.100.1", "203.0.113.7"]
     assert len({c.id for c in clicks}) == len(clicks)
-    assert sum(batch.counters.values()) == len(scopes)
-    assert batch.counters[counter_field(link.id, clicks[0].day, True)] == 3
+    assert sum(batch.counts().values()) == len(scopes)
+    assert batch.counts()[counter_field(link.id, clicks[0].day, True)] == 3
 
 
 def test_counters_and_stream_entries_arrive_together(
@@ -393,7 +394,7 @@ def test_replayed_flush_id_is_not_applied_twice(db9_url: str) -> None:
         script = client.register_script(FLUSH_SCRIPT)
         run_keys = [keys.counts(2), keys.clicks_stream(2), keys.flush_marker(2, flush_id)]
         events = [b'{"a":1}', b'{"a":"two\\nlines \\u2028"}', b'{"a":3}']
-        batch = Batch(flush_id, 2, {"5:20260101:h": 2, "5:20260101:b": 1}, events)
+        batch = Batch.of(flush_id, 2, {"5:20260101:h": 2, "5:20260101:b": 1}, events)
         args = flush_args(batch)
         results = [await script(keys=run_keys, args=args), await script(keys=run_keys, args=args)]
         # a different flush id is a different flush, even with the same clicks
@@ -451,12 +452,12 @@ def test_record_encodes_into_the_open_batch_sealed_at_the_batch_size(
         rec = ClickRecorder(settings, client_for(db9_url))
         for _ in range(250):
             rec.record(link, make_scope(), "https://example.com/x")
-        sealed = [len(batch.events) for batch in rec._batches]
-        open_events = len(rec._events)
+        sealed = [batch.clicks for batch in rec._batches]
+        open_events = rec._encoder.pending
         rec._seal()
-        after = [len(batch.events) for batch in rec._batches]
+        after = [batch.clicks for batch in rec._batches]
         rec.record(link, make_scope(), "https://example.com/late")
-        return sealed, open_events, after, len(rec._events)
+        return sealed, open_events, after, rec._encoder.pending
 
     sealed, open_events, after, reopened = asyncio.run(go())
     assert sealed == [100, 100] and open_events == 50
@@ -755,7 +756,7 @@ for start in range(0, n, 5):
         click = Click(id=str(uuid.uuid4()), ts_ms=ts, link_id=link_id, account_id=1, code="dead",
                       target="https://example.com/dead", ip="192.0.2.1")
         events.append(encode(click))
-    spool.write([Batch(uuid.uuid4().hex, start % 4, {counter_field(link_id, click.day, False): len(events)}, events)])
+    spool.write([Batch.of(uuid.uuid4().hex, start % 4, {counter_field(link_id, click.day, False): len(events)}, events)])
 """
 
 
@@ -771,7 +772,7 @@ def test_spool_of_a_dead_worker_is_replayed_and_a_live_one_is_left_alone(
     )
     # A torn last line, as a crash in the middle of a write leaves it: counted, never replayed.
     torn = directory / "clicks-999999-torn.spool"
-    good = Batch(
+    good = Batch.of(
         uuid.uuid4().hex,
         1,
         {f"{dead_link.id}:20260101:h": 1},
@@ -780,7 +781,7 @@ def test_spool_of_a_dead_worker_is_replayed_and_a_live_one_is_left_alone(
     torn.write_bytes(good.to_line() + b'7 {"f":"abc","s":1,"c":{')
     corrupt = metric("linkedge_clicks_dropped_total", reason="spool_corrupt")
     live = Spool(directory, 10**9)  # a worker of this run, alive: holds the lock on its file
-    live_batch = Batch(
+    live_batch = Batch.of(
         uuid.uuid4().hex,
         0,
         {f"{live_link.id}:20260101:h": 1},
@@ -807,7 +808,7 @@ def test_spool_of_a_dead_worker_is_replayed_and_a_live_one_is_left_alone(
 
 def test_two_replayers_never_replay_the_same_file(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 10**9)
-    batch = Batch("f1", 0, {"1:20260101:h": 1}, [b"{}"])
+    batch = Batch.of("f1", 0, {"1:20260101:h": 1}, [b"{}"])
     spool.write([batch])
     spool.release()
     first, second = Spool(tmp_path, 10**9).claim(), Spool(tmp_path, 10**9).claim()

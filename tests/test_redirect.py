@@ -373,3 +373,41 @@ def test_postgres_gone_makes_a_cold_lookup_store_unavailable(settings: Settings)
             await resources.close()
 
     asyncio.run(go())
+
+
+def test_a_click_that_cannot_be_encoded_is_counted_and_the_redirect_still_answers(
+    settings: Settings, make_link: Callable[..., str]
+) -> None:
+    """The handler calls the encoder itself (no Python frame around it): when that raises, the
+    redirect is still sent and the click is counted as dropped ("invalid"), not lost silently."""
+    from edge.redirect import RedirectHandler
+
+    code = make_link("https://example.org/odd-headers")
+
+    def broken_headers() -> Any:  # a scope the C encoder hands to the Python one, which fails
+        yield (b"user-agent", b"x")
+        raise ValueError("torn header list")
+
+    async def go() -> list[dict[str, Any]]:
+        resources = await Resources.open(settings)
+        try:
+            handler = RedirectHandler(resources)
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "GET", "path": f"/{code}", "query_string": b"",
+                     "headers": broken_headers(), "client": ("192.0.2.1", 1)}  # fmt: skip
+            await handler(scope, None, send)  # type: ignore[arg-type]
+            assert resources.clicks._encoder.pending == 0
+            return sent
+        finally:
+            await resources.close()
+
+    before = REGISTRY.get_sample_value("linkedge_clicks_dropped_total", {"reason": "invalid"}) or 0
+    sent = asyncio.run(go())
+    assert sent[0]["status"] == 302
+    assert dict(sent[0]["headers"])[b"location"] == b"https://example.org/odd-headers"
+    after = REGISTRY.get_sample_value("linkedge_clicks_dropped_total", {"reason": "invalid"}) or 0
+    assert after - before == 1

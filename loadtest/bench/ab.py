@@ -90,8 +90,9 @@ def main(argv: list[str]) -> int:
                 for name in names[round_no % len(names):] + names[: round_no % len(names)]:
                     bench.warm(edges[name], bench.zipf_once_file, len(bench.zipf_codes))
                     result = bench.measure_edge(series[name], edges[name], bench.zipf_file)
+                    reference = series[name].references[-1].rps
                     print(f"round {round_no + 1} {name}: {result.rps:,.0f}/s, p50 {result.p50_ms:.2f} ms, "
-                          f"p99 {result.p99_ms:.2f} ms", flush=True)
+                          f"p99 {result.p99_ms:.2f} ms (its reference {reference:,.0f}/s)", flush=True)
             for name in names:
                 runs, refs = series[name].runs, series[name].references
                 ratios = [run.rps / ref.rps for run, ref in zip(runs, refs)]

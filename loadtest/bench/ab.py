@@ -24,7 +24,7 @@ from pathlib import Path
 
 from loadtest.bench import stack
 from loadtest.bench.report import Series
-from loadtest.bench.run import Bench, Config
+from loadtest.bench.run import HOT_CACHE, Bench, Config
 
 
 def parse(argv: list[str]) -> list[tuple[str, str, dict[str, str]]]:
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
             for name, _, extra in specs:
                 tree = trees[name]
                 stack.ROOT = tree  # the edge's working directory, so its own packages are imported
-                env = bench.env(PYTHONPATH=str(tree), **extra)
+                env = bench.env(PYTHONPATH=str(tree), **{**HOT_CACHE, **extra})
                 edges[name] = bench.track(stack.start_edge(name, bench.tmp, bench.server_cpu, env))
             stack.ROOT = root
             series = {name: Series(name) for name, _, _ in specs}

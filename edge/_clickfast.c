@@ -32,7 +32,9 @@ typedef struct {
     PyObject *field[2]; /* counter fields "<link id>:<day>:h" and ":b" of that day, built lazily */
 } Slot;
 
+#ifndef SLOTS
 #define SLOTS 4096 /* a power of two */
+#endif
 
 typedef struct {
     PyObject_HEAD
@@ -100,23 +102,19 @@ static int is_prefetch_name(Encoder *self, PyObject *name) {
     return 0;
 }
 
-/* A JSON string of `ip` without escapes when none is needed (addresses never need one). */
-static PyObject *ip_json(Encoder *self, PyObject *ip) {
-    if (PyUnicode_IS_ASCII(ip)) {
-        Py_ssize_t n = PyUnicode_GET_LENGTH(ip);
-        const unsigned char *data = PyUnicode_1BYTE_DATA(ip);
-        Py_ssize_t i = 0;
-        while (i < n && data[i] >= 0x20 && data[i] < 0x7F && data[i] != '"' && data[i] != '\\') i++;
-        if (i == n) {
-            PyObject *out = PyBytes_FromStringAndSize(NULL, n + 2);
-            if (out == NULL) return NULL;
-            char *p = PyBytes_AS_STRING(out);
-            p[0] = '"';
-            memcpy(p + 1, data, n);
-            p[n + 1] = '"';
-            return out;
-        }
+/* Whether `ip` is a JSON string as it is, between quotes (addresses always are). */
+static int ip_plain(PyObject *ip) {
+    if (!PyUnicode_IS_ASCII(ip)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(ip);
+    const unsigned char *data = PyUnicode_1BYTE_DATA(ip);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (data[i] < 0x20 || data[i] >= 0x7F || data[i] == '"' || data[i] == '\\') return 0;
     }
+    return 1;
+}
+
+/* The JSON string of an `ip` that is not plain (dumps'). New reference. */
+static PyObject *ip_json(Encoder *self, PyObject *ip) {
     PyObject *out = PyObject_CallOneArg(self->dumps, ip);
     if (out != NULL && !PyBytes_Check(out)) {
         Py_DECREF(out);
@@ -409,8 +407,11 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
         PyErr_SetString(PyExc_TypeError, "client_ip did not return str");
         goto done_day;
     }
-    ipj = ip_json(self, ip);
-    if (ipj == NULL) goto done_day;
+    /* The address between quotes, or (never seen from a server) dumps' JSON string of it. */
+    int ip_quote = ip_plain(ip);
+    if (!ip_quote && (ipj = ip_json(self, ip)) == NULL) goto done_day;
+    const char *ip_text = ip_quote ? (const char *)PyUnicode_1BYTE_DATA(ip) : PyBytes_AS_STRING(ipj);
+    Py_ssize_t ip_len = ip_quote ? PyUnicode_GET_LENGTH(ip) + 2 : PyBytes_GET_SIZE(ipj);
 
     Slot *slot = slot_of(self, link, location);
     if (slot == NULL) goto done_day;
@@ -423,7 +424,7 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     uint64_t low = (self->low + ++self->counter) & MASK_48;
     char ts_text[21];
     int ts_len = put_decimal(ts_text, ts_ms);
-    Py_ssize_t part_len = PyBytes_GET_SIZE(part), ip_len = PyBytes_GET_SIZE(ipj);
+    Py_ssize_t part_len = PyBytes_GET_SIZE(part);
     Py_ssize_t tail_len = PyBytes_GET_SIZE(tail);
     /* head + prefix + 12 hex + '","ts":' + ts + ',' + part + '"ip":' + ip + ',' + tail */
     Py_ssize_t size = self->head_len + PREFIX_LEN + 12 + 7 + ts_len + 1 + part_len + 5 + ip_len + 1 +
@@ -450,8 +451,15 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     p += part_len;
     memcpy(p, "\"ip\":", 5);
     p += 5;
-    memcpy(p, PyBytes_AS_STRING(ipj), ip_len);
-    p += ip_len;
+    if (ip_quote) {
+        *p++ = '"';
+        memcpy(p, ip_text, ip_len - 2);
+        p += ip_len - 2;
+        *p++ = '"';
+    } else {
+        memcpy(p, ip_text, ip_len);
+        p += ip_len;
+    }
     *p++ = ',';
     memcpy(p, PyBytes_AS_STRING(tail), tail_len);
     if (events == NULL) p[tail_len] = '\n'; /* written, not yet part of the entry: see below */
@@ -510,47 +518,52 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
     return done < 0 ? NULL : Py_NewRef(Py_None);
 }
 
+/* One click now into the open batch (record()'s work): 0, or -1 with an exception set. */
+static int record_click(Encoder *self, PyObject *link, PyObject *scope, PyObject *location) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now); /* time.time()'s clock */
+    long long ts_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int done = encode_click(self, ts_ms, link, scope, location, self->counts, NULL);
+    if (done != 1) return done;
+    /* A scope C does not expect: the Python add, into a list, then onto the entry. */
+    PyObject *events = PyList_New(0);
+    if (events == NULL) return -1;
+    PyObject *ts = PyFloat_FromDouble(((double)ts_ms + 0.5) / 1000);
+    if (ts == NULL) {
+        Py_DECREF(events);
+        return -1;
+    }
+    PyObject *call[6] = {ts, link, scope, location, self->counts, events};
+    PyObject *answer = call_fallback(self, call, 6);
+    Py_DECREF(ts);
+    done = answer == NULL ? -1 : 0;
+    Py_XDECREF(answer);
+    /* What the Python add counted joins the entry, even if it raised after counting. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
+        PyObject *event = PyList_GET_ITEM(events, i);
+        Py_ssize_t n = PyBytes_Check(event) ? PyBytes_GET_SIZE(event) : 0;
+        char *p = n ? entry_reserve(self, n + 1) : NULL;
+        if (p == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "add did not append bytes");
+            Py_DECREF(events);
+            return -1;
+        }
+        memcpy(p, PyBytes_AS_STRING(event), n);
+        p[n] = '\n';
+        self->entry_len += n + 1;
+        self->pending++;
+    }
+    Py_DECREF(events);
+    return done;
+}
+
 /* record(link, scope, location) -> whether the open batch is full */
 static PyObject *Encoder_record(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "record() takes 3 arguments");
         return NULL;
     }
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now); /* time.time()'s clock */
-    long long ts_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    int done = encode_click(self, ts_ms, args[0], args[1], args[2], self->counts, NULL);
-    if (done == 1) { /* the Python add, into a list, then onto the entry */
-        PyObject *events = PyList_New(0);
-        if (events == NULL) return NULL;
-        PyObject *ts = PyFloat_FromDouble(((double)ts_ms + 0.5) / 1000);
-        if (ts == NULL) {
-            Py_DECREF(events);
-            return NULL;
-        }
-        PyObject *call[6] = {ts, args[0], args[1], args[2], self->counts, events};
-        PyObject *answer = call_fallback(self, call, 6);
-        Py_DECREF(ts);
-        done = answer == NULL ? -1 : 0;
-        Py_XDECREF(answer);
-        /* What the Python add counted joins the entry, even if it raised after counting. */
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
-            PyObject *event = PyList_GET_ITEM(events, i);
-            Py_ssize_t n = PyBytes_Check(event) ? PyBytes_GET_SIZE(event) : 0;
-            char *p = n ? entry_reserve(self, n + 1) : NULL;
-            if (p == NULL) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "add did not append bytes");
-                Py_DECREF(events);
-                return NULL;
-            }
-            memcpy(p, PyBytes_AS_STRING(event), n);
-            p[n] = '\n';
-            self->entry_len += n + 1;
-            self->pending++;
-        }
-        Py_DECREF(events);
-    }
-    if (done < 0) return NULL;
+    if (record_click(self, args[0], args[1], args[2]) < 0) return NULL;
     return PyBool_FromLong(self->pending >= self->limit);
 }
 
@@ -770,13 +783,266 @@ static PyTypeObject EncoderType = {
     .tp_members = Encoder_members,
 };
 
+/* ---- Hot: the redirect of a link in the worker's cache, request to answer, in one C call ------
+ *
+ * edge.redirect.RedirectHandler's work for the one case that is most of the traffic: GET or HEAD
+ * of /<code> whose code is in the local cache, alive, with a prebuilt answer (Target.hot). It
+ * does what the handler does for it (the cache's LRU touch and tier count, the click recorded
+ * with record_click, the status counted) and returns the answer's two messages; anything else
+ * (a miss, an expired entry or link, a query to forward, another method or path) returns None
+ * and the Python handler answers it. edge/redirect.py says why; tests/test_redirect.py compares
+ * the two on the same requests. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *entries;     /* LocalCache.entries: code -> (expires, Target | None), an OrderedDict */
+    PyObject *move_to_end; /* entries.move_to_end */
+    PyObject *clock;       /* edge.cache.Clock: .now (monotonic), .wall */
+    PyObject *tiers;       /* LinkStore.tiers, counted at index `local` */
+    PyObject *served;      /* HotCounters.served, counted at the answer's slot */
+    PyObject *reserved;    /* first path segments that are never codes (edge.app.RESERVED) */
+    Encoder *encoder;
+    PyObject *batch_full;  /* ClickRecorder.batch_full() */
+    PyObject *add_failed;  /* ClickRecorder.add_failed(link, exc) */
+    PyObject *empty_body;  /* the body message of a HEAD answer */
+    Py_ssize_t local;
+} Hot;
+
+static PyObject *s_path, *s_now, *s_wall, *s_hot;
+
+static int list_increment(PyObject *list, Py_ssize_t index) {
+    if (!PyList_CheckExact(list) || index < 0 || index >= PyList_GET_SIZE(list)) return 0;
+    PyObject *next = PyNumber_Add(PyList_GET_ITEM(list, index), one);
+    if (next == NULL) return -1;
+    PyList_SetItem(list, index, next); /* steals next */
+    return 0;
+}
+
+/* a <= b for two numbers (float or int); -1 (no exception) for anything else */
+static int float_le(PyObject *a, PyObject *b) {
+    if (!(PyFloat_CheckExact(a) || PyLong_CheckExact(a)) ||
+        !(PyFloat_CheckExact(b) || PyLong_CheckExact(b))) {
+        return -1;
+    }
+    double x = PyFloat_AsDouble(a), y = PyFloat_AsDouble(b);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return x <= y;
+}
+
+static int clock_le(Hot *self, PyObject *when, PyObject *name) {
+    PyObject *now = PyObject_GetAttr(self->clock, name);
+    if (now == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int le = float_le(when, now);
+    Py_DECREF(now);
+    return le;
+}
+
+/* The click could not be encoded: counted and logged by add_failed(link, exc), as the handler
+ * does. The redirect is answered all the same. */
+static void click_failed(Hot *self, PyObject *link) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    PyObject *args[2] = {link, value ? value : Py_None};
+    PyObject *done = PyObject_Vectorcall(self->add_failed, args, 2, NULL);
+    if (done == NULL) PyErr_Clear(); /* it promises not to raise; never fail a redirect */
+    Py_XDECREF(done);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* answer(scope) -> (start message, body message), or None: the Python handler's turn. Whatever
+ * goes wrong before the answer is decided is left to the handler (None), which does the same work
+ * in Python and reports what fails there. */
+static PyObject *Hot_answer(Hot *self, PyObject *scope) {
+    if (!PyDict_CheckExact(scope)) Py_RETURN_NONE;
+    PyObject *method = PyDict_GetItemWithError(scope, s_method);
+    PyObject *path = PyDict_GetItemWithError(scope, s_path);
+    if (method == NULL || path == NULL || !PyUnicode_CheckExact(method) ||
+        !PyUnicode_CheckExact(path) || !PyUnicode_IS_ASCII(method) || !PyUnicode_IS_ASCII(path)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    int head;
+    Py_ssize_t method_len = PyUnicode_GET_LENGTH(method);
+    const char *method_text = (const char *)PyUnicode_1BYTE_DATA(method);
+    if (method_len == 3 && memcmp(method_text, "GET", 3) == 0) {
+        head = 0;
+    } else if (method_len == 4 && memcmp(method_text, "HEAD", 4) == 0) {
+        head = 1;
+    } else {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t path_len = PyUnicode_GET_LENGTH(path);
+    const char *path_text = (const char *)PyUnicode_1BYTE_DATA(path);
+    if (path_len < 2 || path_len > 65 || path_text[0] != '/' ||
+        memchr(path_text + 1, '/', path_len - 1) != NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *code = PyUnicode_Substring(path, 1, path_len);
+    if (code == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *result = NULL;
+    PyObject *entry = PyDict_GetItemWithError(self->entries, code); /* borrowed */
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+        PyTuple_GET_ITEM(entry, 1) == Py_None) {
+        goto none; /* a miss, or a remembered miss: the handler's (its tier, its 404) */
+    }
+    Py_INCREF(entry); /* move_to_end and the encoder's callbacks run Python */
+    PyObject *target = PyTuple_GET_ITEM(entry, 1), *hot = NULL;
+    int alive = clock_le(self, PyTuple_GET_ITEM(entry, 0), s_now);
+    if (alive != 0) goto none_entry; /* expired (or not a float): the handler drops it */
+    int reserved = PySet_Contains(self->reserved, code);
+    if (reserved != 0) goto none_entry;
+    hot = PyObject_GetAttr(target, s_hot);
+    if (hot == NULL) goto none_entry;
+    if (!PyTuple_CheckExact(hot) || PyTuple_GET_SIZE(hot) != 4) goto none_entry;
+    PyObject *link = PyTuple_GET_ITEM(hot, 0), *response = PyTuple_GET_ITEM(hot, 1);
+    PyObject *expires_at = PyTuple_GET_ITEM(hot, 2), *forward = PyTuple_GET_ITEM(hot, 3);
+    if (!PyTuple_CheckExact(response) || PyTuple_GET_SIZE(response) != 4) goto none_entry;
+    if (expires_at != Py_None && clock_le(self, expires_at, s_wall) != 0) goto none_entry;
+    if (forward == Py_True) {
+        PyObject *query = PyDict_GetItemWithError(scope, s_query_string);
+        if (query == NULL && PyErr_Occurred()) goto none_entry;
+        if (query != NULL && (!PyBytes_CheckExact(query) || PyBytes_GET_SIZE(query) > 0)) {
+            goto none_entry; /* the query is merged into Location: the handler's */
+        }
+    } else if (forward != Py_False) {
+        goto none_entry;
+    }
+    /* The answer is ours from here on: everything below happens for every served redirect. */
+    /* Past this point nothing sends the request to the handler: a failure of the counting
+     * (MemoryError at worst) is not allowed to fail the redirect either. */
+    PyObject *moved = PyObject_CallOneArg(self->move_to_end, code);
+    Py_XDECREF(moved);
+    if (moved == NULL || list_increment(self->tiers, self->local) < 0) PyErr_Clear();
+    PyObject *location = PyTuple_GET_ITEM(response, 2);
+    if (location != Py_None) {
+        if (record_click(self->encoder, link, scope, location) < 0) click_failed(self, link);
+        if (self->encoder->pending >= self->encoder->limit) {
+            PyObject *done = PyObject_CallNoArgs(self->batch_full);
+            if (done == NULL) PyErr_Clear(); /* it promises not to raise */
+            Py_XDECREF(done);
+        }
+    }
+    PyObject *slot = PyTuple_GET_ITEM(response, 3);
+    Py_ssize_t index = PyLong_Check(slot) ? PyLong_AsSsize_t(slot) : -1;
+    if (PyErr_Occurred() || list_increment(self->served, index) < 0) PyErr_Clear();
+    result = PyTuple_Pack(2, PyTuple_GET_ITEM(response, 0),
+                          head ? self->empty_body : PyTuple_GET_ITEM(response, 1));
+    goto done_entry;
+none_entry:
+    PyErr_Clear();
+    result = Py_NewRef(Py_None);
+done_entry:
+    Py_XDECREF(hot);
+    Py_DECREF(entry);
+    Py_DECREF(code);
+    return result;
+none:
+    Py_DECREF(code);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static int Hot_init(Hot *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"entries", "clock", "tiers", "local", "served", "reserved",
+                             "encoder", "batch_full", "add_failed", "empty_body", NULL};
+    PyObject *entries, *clock, *tiers, *served, *reserved, *encoder, *batch_full, *add_failed;
+    PyObject *empty_body;
+    Py_ssize_t local;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$O!OO!nO!O!O!OOO:Hot", kwlist, &PyDict_Type,
+                                     &entries, &clock, &PyList_Type, &tiers, &local, &PyList_Type,
+                                     &served, &PyFrozenSet_Type, &reserved, &EncoderType, &encoder,
+                                     &batch_full, &add_failed, &empty_body)) {
+        return -1;
+    }
+    PyObject *move_to_end = PyObject_GetAttrString(entries, "move_to_end");
+    if (move_to_end == NULL) return -1;
+    Py_XSETREF(self->move_to_end, move_to_end);
+    Py_XSETREF(self->entries, Py_NewRef(entries));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    Py_XSETREF(self->tiers, Py_NewRef(tiers));
+    Py_XSETREF(self->served, Py_NewRef(served));
+    Py_XSETREF(self->reserved, Py_NewRef(reserved));
+    Py_XSETREF(self->encoder, (Encoder *)Py_NewRef(encoder));
+    Py_XSETREF(self->batch_full, Py_NewRef(batch_full));
+    Py_XSETREF(self->add_failed, Py_NewRef(add_failed));
+    Py_XSETREF(self->empty_body, Py_NewRef(empty_body));
+    self->local = local;
+    return 0;
+}
+
+static int Hot_traverse(Hot *self, visitproc visit, void *arg) {
+    Py_VISIT(self->entries);
+    Py_VISIT(self->move_to_end);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->tiers);
+    Py_VISIT(self->served);
+    Py_VISIT(self->reserved);
+    Py_VISIT(self->encoder);
+    Py_VISIT(self->batch_full);
+    Py_VISIT(self->add_failed);
+    Py_VISIT(self->empty_body);
+    return 0;
+}
+
+static int Hot_clear(Hot *self) {
+    Py_CLEAR(self->entries);
+    Py_CLEAR(self->move_to_end);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->tiers);
+    Py_CLEAR(self->served);
+    Py_CLEAR(self->reserved);
+    Py_CLEAR(self->encoder);
+    Py_CLEAR(self->batch_full);
+    Py_CLEAR(self->add_failed);
+    Py_CLEAR(self->empty_body);
+    return 0;
+}
+
+static void Hot_dealloc(Hot *self) {
+    PyObject_GC_UnTrack(self);
+    Hot_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Hot_methods[] = {
+    {"answer", (PyCFunction)Hot_answer, METH_O,
+     "answer(scope): (start, body) of a cached link's redirect, its click recorded; else None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edge._clickfast.Hot",
+    .tp_doc = "The redirect of a cached link in one C call (see edge/redirect.py).",
+    .tp_basicsize = sizeof(Hot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Hot_init,
+    .tp_dealloc = (destructor)Hot_dealloc,
+    .tp_traverse = (traverseproc)Hot_traverse,
+    .tp_clear = (inquiry)Hot_clear,
+    .tp_methods = Hot_methods,
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "edge._clickfast", "The edge's per-click encoder in C.", -1,
+    PyModuleDef_HEAD_INIT, "edge._clickfast", "The edge's per-click encoder and hot path in C.", -1,
     NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__clickfast(void) {
-    if (PyType_Ready(&EncoderType) < 0) return NULL;
+    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&HotType) < 0) return NULL;
     if ((s_headers = PyUnicode_InternFromString("headers")) == NULL ||
         (s_query_string = PyUnicode_InternFromString("query_string")) == NULL ||
         (s_method = PyUnicode_InternFromString("method")) == NULL ||
@@ -785,6 +1051,10 @@ PyMODINIT_FUNC PyInit__clickfast(void) {
         (s_account_id = PyUnicode_InternFromString("account_id")) == NULL ||
         (s_code = PyUnicode_InternFromString("code")) == NULL ||
         (s_GET = PyUnicode_InternFromString("GET")) == NULL ||
+        (s_path = PyUnicode_InternFromString("path")) == NULL ||
+        (s_now = PyUnicode_InternFromString("now")) == NULL ||
+        (s_wall = PyUnicode_InternFromString("wall")) == NULL ||
+        (s_hot = PyUnicode_InternFromString("hot")) == NULL ||
         (empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL ||
         (empty_str = PyUnicode_FromStringAndSize("", 0)) == NULL ||
         (one = PyLong_FromLong(1)) == NULL) {
@@ -792,7 +1062,8 @@ PyMODINIT_FUNC PyInit__clickfast(void) {
     }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0) {
+    if (PyModule_AddObjectRef(m, "Encoder", (PyObject *)&EncoderType) < 0 ||
+        PyModule_AddObjectRef(m, "Hot", (PyObject *)&HotType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

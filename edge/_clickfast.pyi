@@ -36,3 +36,20 @@ class Encoder:
     def seed(self, high: int, low: int) -> None: ...
     def record(self, link: LinkRecord, scope: Mapping[str, Any], location: str) -> bool: ...
     def take(self) -> tuple[int, bytes, bytes] | None: ...
+
+class Hot:
+    def __init__(
+        self,
+        *,
+        entries: dict[str, Any],
+        clock: Any,
+        tiers: list[int],
+        local: int,
+        served: list[int],
+        reserved: frozenset[str],
+        encoder: Encoder,
+        batch_full: Callable[[], None],
+        add_failed: Callable[[LinkRecord, BaseException | None], None],
+        empty_body: dict[str, Any],
+    ) -> None: ...
+    def answer(self, scope: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None: ...

@@ -1,5 +1,7 @@
 """The edge ASGI app: a two-way dispatch with no middleware in front of the redirect.
 
+A GET or HEAD of a link in the worker's cache is answered first, whole, by one C call
+(``RedirectHandler.hot_path``: the handler's own work for that case, in C). Otherwise
 ``/{code}`` goes straight to the raw-ASGI redirect handler (``edge.redirect``); every other path
 (``/api/v1/...``, ``/healthz``, ``/readyz``, ``/metrics``) goes to the Starlette app of
 ``edge.api``. Resources (Redis, the Postgres pool, the caches, the click recorder) are created in
@@ -13,7 +15,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from edge.api import build_api
-from edge.redirect import RedirectHandler
+from edge.redirect import RedirectHandler, _no_answer
 from edge.resources import Resources
 from linkedge.settings import Settings
 
@@ -27,9 +29,17 @@ class EdgeApp:
         self.resources: Resources | None = None
         self.redirect: Any = None
         self.api: Any = None
+        self.answer: Any = _no_answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            # A cached link's redirect, whole, in one C call (RedirectHandler.hot_path); None
+            # for anything else, which takes the path below.
+            answer = self.answer(scope)
+            if answer is not None:
+                await send(answer[0])
+                await send(answer[1])
+                return
             path: str = scope["path"]
             # One segment that is not reserved: a short code. Everything else: the API app.
             if path.count("/") == 1 and path[1:] not in RESERVED:
@@ -46,12 +56,14 @@ class EdgeApp:
                 try:
                     self.resources = await Resources.open(self.settings)
                     self.redirect = RedirectHandler(self.resources)
+                    self.answer = self.redirect.hot_path(RESERVED)
                     self.api = build_api(self.resources, reserved=RESERVED)
                 except Exception as exc:  # report to the server, which exits
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     raise
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.answer = _no_answer
                 if self.resources is not None:
                     await self.resources.close()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -71,6 +71,12 @@ class LocalCache(Generic[V]):
         self._entries.move_to_end(code)
         return entry[1]
 
+    @property
+    def entries(self) -> OrderedDict[str, tuple[float, V | None]]:
+        """The entries themselves, code -> (expires, value), for ``edge._clickfast.Hot``, which
+        reads and touches them as ``get`` does. Never replaced: cleared in place."""
+        return self._entries
+
     def put(self, code: str, value: V | None) -> None:
         ttl = self.ttl_s if value is not None else self.miss_ttl_s
         self._entries[code] = (self.clock.now + ttl, value)

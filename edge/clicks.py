@@ -45,7 +45,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from edge.clickencoder import Counts, new_encoder, reseed
+from edge.clickencoder import Counts, Encoder, new_encoder, reseed
 from edge.clickinfo import trusted_networks
 from edge.metrics import (
     CLICK_FLUSH_ERRORS,
@@ -155,9 +155,14 @@ class ClickRecorder:
         if full:
             self.batch_full()
 
-    def add_failed(self, link: LinkRecord) -> None:
-        """``add`` raised: the click is counted as dropped and logged (once a minute)."""
-        self._build_failed(link)
+    @property
+    def encoder(self) -> Encoder:
+        return self._encoder
+
+    def add_failed(self, link: LinkRecord, exc: BaseException | None = None) -> None:
+        """``add`` raised (``exc``, or the exception being handled): the click is counted as
+        dropped and logged (once a minute)."""
+        self._build_failed(link, exc)
 
     def batch_full(self) -> None:
         """``add`` said the open batch is full: seal it for the flush task. Never raises."""
@@ -334,12 +339,16 @@ class ClickRecorder:
             except Exception:  # noqa: BLE001
                 self._build_failed(record[1])
 
-    def _build_failed(self, link: LinkRecord) -> None:
+    def _build_failed(self, link: LinkRecord, exc: BaseException | None = None) -> None:
         self._drop(1, "invalid")
         now = time.monotonic()
         if now - self._build_logged_at >= 60:  # at most once a minute: this is the request path
             self._build_logged_at = now
-            log.exception("click event could not be built", extra={"code": link.code})
+            log.error(
+                "click event could not be built",
+                exc_info=exc if exc is not None else True,
+                extra={"code": link.code},
+            )
 
     async def _send(self, batch: Batch, *, from_spool: bool = False) -> bool:
         """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails.

@@ -303,7 +303,8 @@ class LinkStore(Generic[V]):
 
     def fold(self) -> None:
         """Move the plain-int counts into the Prometheus counters (on a timer, off the hot path)."""
-        tiers, self.tiers = self.tiers, [0] * len(_TIER_NAMES)
+        tiers = self.tiers[:]  # zeroed in place: the C hot path holds the list
+        self.tiers[:] = [0] * len(_TIER_NAMES)
         for counter, count in zip(self._tier_counters, tiers):
             if count:
                 counter.inc(count)

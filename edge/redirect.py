@@ -31,11 +31,18 @@ from urllib.parse import quote, unquote_plus
 import orjson
 
 from edge.cache import MISSING
-from edge.linkstore import StoreUnavailable
+from edge.linkstore import LOCAL, StoreUnavailable
 from edge.metrics import CLICKS_DROPPED, REDIRECTS, UNSAFE_TARGETS
 from edge.records import LinkRecord
 
+try:
+    import edge._clickfast as _clickfast  # noqa: PLR0402 -- mypy finds the stub only so
+except ImportError:  # not compiled here: every request goes through RedirectHandler
+    _clickfast = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from starlette.types import Receive, Scope, Send
 
     from edge.resources import Resources
@@ -52,6 +59,7 @@ STATUSES = (301, 302, 307, 308, 404, 405, 410, 503)
 _SLOT = {status: index for index, status in enumerate(STATUSES)}
 
 Response = tuple[dict[str, Any], dict[str, Any], "str | None", int]  # start, body, Location, slot
+Answer = tuple[dict[str, Any], dict[str, Any]]  # the two messages the hot path sends
 
 _EMPTY_BODY: dict[str, Any] = {"type": "http.response.body", "body": b""}
 _NO_STORE = b"private, no-store"
@@ -125,6 +133,7 @@ class Target:
         "expired",
         "expires_at",
         "forward",
+        "hot",
         "link",
         "main",
     )
@@ -138,6 +147,7 @@ class Target:
         self._base = self._fragment = ""
         self._own_names: frozenset[str] = frozenset()
         self._cache_control = _NO_STORE
+        self.hot = (link, main, self.expires_at, False)  # what the C hot path reads (Hot)
 
     @classmethod
     def of(cls, link: LinkRecord, *, permanent_max_age_s: int) -> Target:
@@ -173,6 +183,7 @@ class Target:
                 unquote_plus(pair.partition("=")[0]) for pair in own_query.split("&") if pair
             )
             target._cache_control = cache_control
+            target.hot = (link, target.main, target.expires_at, True)
         return target
 
     def with_query(self, query_string: bytes) -> Response:
@@ -196,6 +207,11 @@ class Target:
         return _redirect(self.main[0]["status"], location, self._cache_control)
 
 
+def _no_answer(scope: Scope) -> Answer | None:
+    """``hot_path``'s stand-in: every request goes to the handler."""
+    return None
+
+
 class HotCounters:
     """Served statuses as plain ints; ``fold`` (on the resources' timer) moves them to REDIRECTS."""
 
@@ -206,7 +222,8 @@ class HotCounters:
         self._children = [REDIRECTS.labels(status=str(status)) for status in STATUSES]
 
     def fold(self) -> None:
-        served, self.served = self.served, [0] * len(STATUSES)
+        served = self.served[:]  # zeroed in place: the C hot path holds the list
+        self.served[:] = [0] * len(STATUSES)
         for child, count in zip(self._children, served):
             if count:
                 child.inc(count)
@@ -271,6 +288,29 @@ class RedirectHandler:
             await self.clicks.record_now(link, scope, location)
         except Exception:  # noqa: BLE001 -- the recorder promises not to raise; fail open
             self._handoff_failed()
+
+    def hot_path(self, reserved: frozenset[str]) -> Callable[[Scope], Answer | None]:
+        """``answer(scope)``: this handler's work for a GET/HEAD of a code in the local cache, in
+        one C call (``edge._clickfast.Hot``), returning the two messages to send; None for every
+        other request, which the handler itself then answers. Codes in ``reserved`` are never
+        answered. A stand-in that always says None when the C module was not built, clicks are
+        recorded synchronously or encoded in Python (``CLICK_ENCODER=python``)."""
+        encoder = self.clicks.encoder
+        if _clickfast is None or self.sync or not isinstance(encoder, _clickfast.Encoder):
+            return _no_answer
+        hot = _clickfast.Hot(
+            entries=self.links.cache.entries,
+            clock=self.clock,
+            tiers=self.links.tiers,
+            local=LOCAL,
+            served=self.counters.served,
+            reserved=reserved,
+            encoder=encoder,
+            batch_full=self.clicks.batch_full,
+            add_failed=self.clicks.add_failed,
+            empty_body=_EMPTY_BODY,
+        )
+        return hot.answer
 
     def _handoff_failed(self) -> None:
         CLICKS_DROPPED.labels(reason="handoff_error").inc()

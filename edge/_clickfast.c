@@ -50,8 +50,10 @@ typedef struct {
     char prefetch[MAX_PREFETCH_NAMES][MAX_NAME];
     long long second;        /* the UTC second of `day` */
     PyObject *day;           /* str */
-    long long ms;            /* the millisecond of `prefix` */
+    long long ms;            /* the millisecond of `prefix` and `ts_text` */
     char prefix[PREFIX_LEN];
+    char ts_text[21];        /* `ms` in decimal, the event's "ts" */
+    int ts_len;
     uint64_t high, low, counter;
     /* The open batch of record(): its counts, its entry (events one per line, entry_len bytes of
      * a bytes object grown as needed), how many clicks it holds and how many make it full. */
@@ -135,6 +137,7 @@ static int set_prefix(Encoder *self, long long ts_ms) {
     p[18] = '-';
     put_hex(p + 19, 0x8000 | (self->high & 0x3FFF), 4);
     p[23] = '-';
+    self->ts_len = put_decimal(self->ts_text, ts_ms);
     self->ms = ts_ms;
     return 0;
 }
@@ -422,8 +425,8 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
 
     if (ts_ms != self->ms) set_prefix(self, ts_ms);
     uint64_t low = (self->low + ++self->counter) & MASK_48;
-    char ts_text[21];
-    int ts_len = put_decimal(ts_text, ts_ms);
+    const char *ts_text = self->ts_text;
+    int ts_len = self->ts_len;
     Py_ssize_t part_len = PyBytes_GET_SIZE(part);
     Py_ssize_t tail_len = PyBytes_GET_SIZE(tail);
     /* head + prefix + 12 hex + '","ts":' + ts + ',' + part + '"ip":' + ip + ',' + tail */

@@ -258,3 +258,17 @@ def test_ab_exports_a_revision_and_takes_a_directory_as_it_is(tmp_path: Path) ->
     assert ab.source_tree(str(tree), tmp_path, "again") == tree
     with pytest.raises(SystemExit):
         ab.source_tree("no-such-revision-or-directory", tmp_path, "bad")
+
+
+def test_cpu_seconds_counts_the_process_own_work() -> None:
+    import os
+    import time
+
+    from loadtest.bench import stack
+
+    before = stack.cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn 0.3 s of CPU
+        pass
+    spent = stack.cpu_seconds(os.getpid()) - before
+    assert 0.2 <= spent <= 5.0

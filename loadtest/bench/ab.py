@@ -8,7 +8,10 @@ and core pinning as ``make bench``; then, for ``BENCH_ROUNDS`` rounds, the hot s
 each, the order rotated per round, each run paired with its own Granian reference run right before
 it, and each followed by the count check (a variant that does not record clicks fails it, as it
 should; that is printed, not fatal). Prints one line per round and run, then per NAME the median
-redirects/s, the median of the per-pair ratios (with their range), p50 and p99.
+redirects/s, the median of the per-pair ratios (with their range), the median of the per-pair
+ratios of CPU time per request (the reference's over the edge's: the worker's user and system
+time over the requests wrk saw; steadier than redirects/s on a machine whose speed wanders), p50
+and p99.
 
 It is how the "hot-path A/B" rows of BENCHMARKS.md were measured. Same variables as ``make bench``.
 """
@@ -86,18 +89,30 @@ def main(argv: list[str]) -> int:
             stack.ROOT = root
             series = {name: Series(name) for name, _, _ in specs}
             names = list(series)
+            # CPU time per request of each run's worker, and of its reference's: on a machine whose
+            # speed wanders between runs this ratio wanders less than the rps ratio.
+            cpu: dict[str, list[float]] = {name: [] for name in names}
+            ref_worker = bench.reference.worker_pids()[0]
             for round_no in range(config.rounds):
                 for name in names[round_no % len(names):] + names[: round_no % len(names)]:
                     bench.warm(edges[name], bench.zipf_once_file, len(bench.zipf_codes))
+                    worker = edges[name].worker_pids()[0]
+                    before = stack.cpu_seconds(ref_worker), stack.cpu_seconds(worker)
                     result = bench.measure_edge(series[name], edges[name], bench.zipf_file)
-                    reference = series[name].references[-1].rps
+                    reference = series[name].references[-1]
+                    ref_us = (stack.cpu_seconds(ref_worker) - before[0]) * 1e6 / max(reference.ok_requests, 1)
+                    edge_us = (stack.cpu_seconds(worker) - before[1]) * 1e6 / max(result.ok_requests, 1)
+                    cpu[name].append(ref_us / edge_us if edge_us else 0.0)
                     print(f"round {round_no + 1} {name}: {result.rps:,.0f}/s, p50 {result.p50_ms:.2f} ms, "
-                          f"p99 {result.p99_ms:.2f} ms (its reference {reference:,.0f}/s)", flush=True)
+                          f"p99 {result.p99_ms:.2f} ms, {edge_us:.1f} us CPU per request "
+                          f"(its reference {reference.rps:,.0f}/s, {ref_us:.1f} us)", flush=True)
             for name in names:
                 runs, refs = series[name].runs, series[name].references
                 ratios = [run.rps / ref.rps for run, ref in zip(runs, refs)]
                 print(f"{name:24s} {statistics.median(r.rps for r in runs):9,.0f}/s  "
                       f"ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})  "
+                      f"CPU ratio {statistics.median(cpu[name]):.2f} "
+                      f"({min(cpu[name]):.2f}-{max(cpu[name]):.2f})  "
                       f"p50 {statistics.median(r.p50_ms for r in runs):.2f} ms  "
                       f"p99 {statistics.median(r.p99_ms for r in runs):.2f} ms")
             print("\n".join(bench.details))

@@ -161,8 +161,16 @@ class ClickRecorder:
 
     def add_failed(self, link: LinkRecord, exc: BaseException | None = None) -> None:
         """``add`` raised (``exc``, or the exception being handled): the click is counted as
-        dropped and logged (once a minute)."""
-        self._build_failed(link, exc)
+        dropped and logged (at most once a minute: this is the request path)."""
+        self._drop(1, "invalid")
+        now = time.monotonic()
+        if now - self._build_logged_at >= 60:
+            self._build_logged_at = now
+            log.error(
+                "click event could not be built",
+                exc_info=exc if exc is not None else True,
+                extra={"code": link.code},
+            )
 
     def batch_full(self) -> None:
         """``add`` said the open batch is full: seal it for the flush task. Never raises."""
@@ -337,18 +345,7 @@ class ClickRecorder:
             try:
                 self._encoder.add(*record, counts, events)
             except Exception:  # noqa: BLE001
-                self._build_failed(record[1])
-
-    def _build_failed(self, link: LinkRecord, exc: BaseException | None = None) -> None:
-        self._drop(1, "invalid")
-        now = time.monotonic()
-        if now - self._build_logged_at >= 60:  # at most once a minute: this is the request path
-            self._build_logged_at = now
-            log.error(
-                "click event could not be built",
-                exc_info=exc if exc is not None else True,
-                extra={"code": link.code},
-            )
+                self.add_failed(record[1])
 
     async def _send(self, batch: Batch, *, from_spool: bool = False) -> bool:
         """Apply one batch; False (batch kept for a retry with the same flush id) when Redis fails.

@@ -373,3 +373,24 @@ def _wait_for_node(port: int, proc: subprocess.Popen[bytes], log: Path) -> redis
             client.close()
             time.sleep(0.05)
     raise AssertionError(f"cluster-mode redis-server did not start:\n{log.read_text()}")
+
+
+@pytest.fixture
+def account_id(account: Callable[..., Account], db: Db) -> int:
+    acct = account()
+    return int(db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", acct.key_id))
+
+
+@pytest.fixture
+def make_link(db: Db, account_id: int) -> Callable[..., str]:
+    """Factory: insert a link row directly (an account's, random code unless given); its code."""
+
+    def make(url: str = "https://example.org/landing", **fields: Any) -> str:
+        code = fields.pop("code", None) or "t" + uuid.uuid4().hex[:12]
+        columns = {"account_id": account_id, "code": code, "url": url, **fields}
+        names = ", ".join(columns)
+        params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        db.execute(f"INSERT INTO links ({names}) VALUES ({params})", *columns.values())
+        return code
+
+    return make

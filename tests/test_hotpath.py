@@ -23,26 +23,10 @@ from edge.redirect import RedirectHandler, _no_answer
 from edge.resources import Resources
 from linkedge import events
 from linkedge.settings import Settings
-from tests.conftest import Account, Db
 
 fast = pytest.importorskip("edge._clickfast", reason="the C module was not built")
 
 CHROME = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
-
-
-@pytest.fixture
-def make_link(db: Db, account: Callable[..., Account]) -> Callable[..., str]:
-    account_id = int(db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", account().key_id))
-
-    def make(url: str, **fields: Any) -> str:
-        code = fields.pop("code", None) or "h" + secrets.token_hex(6)
-        columns = {"account_id": account_id, "code": code, "url": url, **fields}
-        names = ", ".join(columns)
-        params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-        db.execute(f"INSERT INTO links ({names}) VALUES ({params})", *columns.values())
-        return code
-
-    return make
 
 
 def scope(path: str, method: str = "GET", query: bytes = b"", **headers: bytes) -> dict[str, Any]:

@@ -16,12 +16,7 @@ import pytest
 from edge.resources import Resources
 from linkedge.embedded import EmbeddedRedis
 from linkedge.settings import Settings
-from tests import test_redirect
 from tests.conftest import Db, Edge
-
-# The link-row fixtures of the redirect tests, used here too.
-account_id = test_redirect.account_id
-make_link = test_redirect.make_link
 
 LONG_TTL = {"CACHE_TTL_S": "600"}
 FRESH_REQUESTS = 60

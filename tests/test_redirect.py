@@ -25,34 +25,13 @@ from edge.resources import Resources
 from linkedge import keys
 from linkedge.embedded import EmbeddedRedis
 from linkedge.settings import Settings
-from tests.conftest import Account, Db, Edge
+from tests.conftest import Db, Edge
 
 NO_STORE = "private, no-store"
 
 
 def new_code() -> str:
     return "t" + secrets.token_hex(6)
-
-
-@pytest.fixture
-def account_id(account: Callable[..., Account], db: Db) -> int:
-    acct = account()
-    return int(db.fetchval("SELECT account_id FROM api_keys WHERE id = $1", acct.key_id))
-
-
-@pytest.fixture
-def make_link(db: Db, account_id: int) -> Callable[..., str]:
-    """Factory: insert a link row directly; returns its code."""
-
-    def make(url: str = "https://example.org/landing", **fields: Any) -> str:
-        code = fields.pop("code", None) or new_code()
-        columns = {"account_id": account_id, "code": code, "url": url, **fields}
-        names = ", ".join(columns)
-        params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-        db.execute(f"INSERT INTO links ({names}) VALUES ({params})", *columns.values())
-        return code
-
-    return make
 
 
 def get(edge: httpx.Client, path: str, method: str = "GET") -> httpx.Response:

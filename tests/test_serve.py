@@ -15,12 +15,7 @@ import pytest
 from linkedge.embedded import free_port
 from linkedge.serve import granian_argv, multiproc_dir
 from linkedge.settings import Settings
-from tests import test_redirect
 from tests.conftest import Edge, Process, wait_http
-
-# The link-row fixtures of the redirect tests, used here too.
-account_id = test_redirect.account_id
-make_link = test_redirect.make_link
 
 
 def children(pid: int) -> set[int]:

@@ -861,7 +861,7 @@ static void click_failed(Hot *self, PyObject *link) {
     Py_XDECREF(tb);
 }
 
-/* answer(scope) -> (start message, body message), or None: the Python handler's turn. Whatever
+/* answer(scope) -> (start message, body message, ...), or None: the Python handler's turn. Whatever
  * goes wrong before the answer is decided is left to the handler (None), which does the same work
  * in Python and reports what fails there. */
 static PyObject *Hot_answer(Hot *self, PyObject *scope) {
@@ -940,8 +940,9 @@ static PyObject *Hot_answer(Hot *self, PyObject *scope) {
     PyObject *slot = PyTuple_GET_ITEM(response, 3);
     Py_ssize_t index = PyLong_Check(slot) ? PyLong_AsSsize_t(slot) : -1;
     if (PyErr_Occurred() || list_increment(self->served, index) < 0) PyErr_Clear();
-    result = PyTuple_Pack(2, PyTuple_GET_ITEM(response, 0),
-                          head ? self->empty_body : PyTuple_GET_ITEM(response, 1));
+    /* GET: the prebuilt answer itself, (start, body, ...); HEAD: its start with an empty body. */
+    result = head ? PyTuple_Pack(2, PyTuple_GET_ITEM(response, 0), self->empty_body)
+                  : Py_NewRef(response);
     goto done_entry;
 none_entry:
     PyErr_Clear();

@@ -67,7 +67,9 @@ STATUSES = (301, 302, 307, 308, 404, 405, 410, 503)
 _SLOT = {status: index for index, status in enumerate(STATUSES)}
 
 Response = tuple[dict[str, Any], dict[str, Any], "str | None", int]  # start, body, Location, slot
-Answer = tuple[dict[str, Any], dict[str, Any]]  # the two messages the hot path sends
+# What the hot path returns: the start and body messages to send first (for a GET the prebuilt
+# Response itself, no new tuple; for a HEAD a pair with the empty body).
+Answer = tuple[Any, ...]
 
 _EMPTY_BODY: dict[str, Any] = {"type": "http.response.body", "body": b""}
 _NO_STORE = b"private, no-store"

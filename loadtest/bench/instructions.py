@@ -125,7 +125,8 @@ def _count(tree: Path, which: str, requests: int, tmp: Path) -> int:
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
          str(Path(__file__).resolve()), "--serve", which, str(requests)],  # the tree's edge
-        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"},  # same dicts
+        capture_output=True, text=True,
         check=False,
     )  # fmt: skip
     found = re.search(r"Collected : (\d+)", done.stderr)

@@ -922,9 +922,8 @@ static PyObject *Hot_answer(Hot *self, PyObject *scope) {
     } else if (forward != Py_False) {
         goto none_entry;
     }
-    /* The answer is ours from here on: everything below happens for every served redirect. */
-    /* Past this point nothing sends the request to the handler: a failure of the counting
-     * (MemoryError at worst) is not allowed to fail the redirect either. */
+    /* The answer is ours from here on: everything below happens for every served redirect, and a
+     * failure of the counting (MemoryError at worst) is not allowed to fail the redirect. */
     PyObject *moved = PyObject_CallOneArg(self->move_to_end, code);
     Py_XDECREF(moved);
     if (moved == NULL || list_increment(self->tiers, self->local) < 0) PyErr_Clear();

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from edge.api import build_api
-from edge.redirect import RedirectHandler, _no_answer
+from edge.redirect import RedirectHandler, no_answer
 from edge.resources import Resources
 from linkedge.settings import Settings
 
@@ -29,7 +29,7 @@ class EdgeApp:
         self.resources: Resources | None = None
         self.redirect: Any = None
         self.api: Any = None
-        self.answer: Any = _no_answer
+        self.answer: Any = no_answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -63,7 +63,7 @@ class EdgeApp:
                     raise
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.answer = _no_answer
+                self.answer = no_answer
                 if self.resources is not None:
                     await self.resources.close()
                 await send({"type": "lifespan.shutdown.complete"})

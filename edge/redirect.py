@@ -217,7 +217,7 @@ class Target:
         return _redirect(self.main[0]["status"], location, self._cache_control)
 
 
-def _no_answer(scope: Scope) -> Answer | None:
+def no_answer(scope: Scope) -> Answer | None:
     """``hot_path``'s stand-in: every request goes to the handler."""
     return None
 
@@ -307,7 +307,7 @@ class RedirectHandler:
         recorded synchronously or encoded in Python (``CLICK_ENCODER=python``)."""
         encoder = self.clicks.encoder
         if _clickfast is None or self.sync or not isinstance(encoder, _clickfast.Encoder):
-            return _no_answer
+            return no_answer
         hot = _clickfast.Hot(
             entries=self.links.cache.entries,
             clock=self.clock,

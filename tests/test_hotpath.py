@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from edge.app import RESERVED, EdgeApp
-from edge.redirect import RedirectHandler, _no_answer
+from edge.redirect import RedirectHandler, no_answer
 from edge.resources import Resources
 from linkedge import events
 from linkedge.settings import Settings
@@ -100,16 +100,20 @@ def test_hot_path_answers_as_the_handler_does(
             handler = app.redirect = RedirectHandler(resources)
             app.api = api = Api()
             hot = handler.hot_path(RESERVED)
-            assert hot is not _no_answer
+            assert hot is not no_answer
             resources._periodic.clear()  # no metric fold zeroes the counters while they are compared
             encoder = resources.clicks.encoder
-            for request in requests:  # fill the cache through the handler
-                app.answer = _no_answer
-                await serve(app, request)
+            app.answer = no_answer
+            for _ in range(20):  # fill the cache through the handler (a fetch that overlaps the
+                for request in requests:  # invalidation subscriber's start is not cached)
+                    await serve(app, request)
+                if all(code in resources.links.cache.entries for code in codes.values()):
+                    break
+                await asyncio.sleep(0.05)
             encoder.take()
             for request, hot_expected in zip(requests, expect_hot, strict=True):
                 results = []
-                for answer in (hot, _no_answer):
+                for answer in (hot, no_answer):
                     app.answer = answer
                     served, tiers = list(handler.counters.served), list(resources.links.tiers)
                     api_before = len(api.paths)
@@ -159,8 +163,49 @@ def test_no_hot_path_where_the_handler_must_record(
     async def go() -> None:
         resources = await Resources.open(settings.replace(**change))
         try:
-            assert RedirectHandler(resources).hot_path(RESERVED) is _no_answer
+            assert RedirectHandler(resources).hot_path(RESERVED) is no_answer
         finally:
             await resources.close()
 
     asyncio.run(go())
+
+
+def test_hot_path_counts_a_click_it_cannot_encode_and_still_answers(
+    settings: Settings, make_link: Callable[..., str]
+) -> None:
+    """A click the encoder refuses inside the C call (here: headers the Python encoder, to which C
+    hands them, fails on) is counted as dropped ("invalid") through add_failed, and the redirect
+    is sent all the same."""
+    from prometheus_client import REGISTRY
+
+    code = make_link("https://example.org/hot-odd")
+
+    def broken_headers() -> Any:
+        yield (b"user-agent", b"x")
+        raise ValueError("torn header list")
+
+    def dropped() -> float:
+        labels = {"reason": "invalid"}
+        return REGISTRY.get_sample_value("linkedge_clicks_dropped_total", labels) or 0.0
+
+    async def go() -> tuple[Any, int]:
+        resources = await Resources.open(settings)
+        try:
+            handler = RedirectHandler(resources)
+            for _ in range(20):  # into the local cache (a fetch that overlaps the invalidation
+                await handler.links.fetch(code)  # subscriber's start is not cached): the hot path's
+                if code in handler.links.cache.entries:
+                    break
+                await asyncio.sleep(0.05)
+            hot = handler.hot_path(RESERVED)
+            odd = {**scope(f"/{code}"), "headers": broken_headers()}
+            answer = hot(odd)
+            return answer, resources.clicks.encoder.pending
+        finally:
+            await resources.close()
+
+    before = dropped()
+    answer, pending = asyncio.run(go())
+    assert answer is not None and answer[0]["status"] == 302
+    assert dict(answer[0]["headers"])[b"location"] == b"https://example.org/hot-odd"
+    assert pending == 0 and dropped() - before == 1

@@ -131,6 +131,7 @@ class Settings:
     analytics_port: int = 9102  # metrics, health and the analytics read side; 0: a free port
     metrics_host: str = "127.0.0.1"  # address those two ports bind (0.0.0.0 in a pod)
     analytics_url: str = ""  # where other processes reach analytics (reconcile with embedded chdb)
+    analytics_token: Secret = Secret("")  # shared secret of the analytics port's data routes
 
     # Observability.
     log_level: str = "INFO"

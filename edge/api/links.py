@@ -38,6 +38,8 @@ MAX_STATS_DAYS = 366
 def _timestamp(value: datetime | None) -> str | None:
     if value is None:
         return None
+    if value.tzinfo is None:  # asyncpg's -infinity/infinity (datetime.min/max): never local time
+        value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

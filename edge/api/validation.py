@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 import idna
@@ -31,6 +31,11 @@ CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{3,64}")
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 64
 REDIRECT_TYPES = (301, 302, 307, 308)
+MAX_OFFSET = timedelta(hours=15, minutes=59)  # the largest UTC offset Postgres accepts
+# Python's datetime range, less its two ends: asyncpg writes those as -infinity and infinity and
+# reads them back as naive datetimes.
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 _ASCII_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _RFC3339 = re.compile(
@@ -144,19 +149,46 @@ def redirect_type(value: object) -> int:
 
 
 def expires_at(value: object) -> datetime:
-    """An RFC 3339 timestamp with a UTC offset, e.g. ``2030-01-31T12:00:00Z``."""
+    """An RFC 3339 instant with an offset (e.g. ``2030-01-31T12:00:00Z``), returned in UTC.
+
+    The offset is at most ``MAX_OFFSET`` either way (Postgres refuses a larger displacement), and
+    the instant in UTC falls within years 1 to 9999, the range of Python's ``datetime`` and so of
+    what asyncpg can read back (Postgres itself would store year 10000, and every read of the
+    account's links would then fail), its two ends excluded (see ``_FIRST_INSTANT``).
+    """
+    field = "expires_at"
     message = "must be an RFC 3339 timestamp with an offset, e.g. 2030-01-31T12:00:00Z"
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise invalid("expires_at", message)
+        raise invalid(field, message)
     text = value.upper().replace(" ", "T").replace("Z", "+00:00")
     if "." in text:  # Python keeps microseconds: cut nanoseconds
         head, _, tail = text.partition(".")
         digits, offset = tail[:-6], tail[-6:]
         text = f"{head}.{digits[:6].ljust(6, '0')}{offset}"
+    hours, minutes = int(text[-5:-3]), int(text[-2:])
+    if minutes > 59 or timedelta(hours=hours, minutes=minutes) > MAX_OFFSET:
+        raise invalid(
+            field,
+            f"the UTC offset {value[-6:]} is out of range: at most ±15:59 (what Postgres "
+            "accepts), e.g. -05:00 or Z",
+        )
     try:
-        return datetime.fromisoformat(text)
+        instant = datetime.fromisoformat(text)
     except ValueError:
-        raise invalid("expires_at", message) from None
+        raise invalid(
+            field, f"{message}; {value!r} is not a real date and time of day"
+        ) from None
+    try:
+        instant = instant.astimezone(UTC)
+    except OverflowError:
+        instant = _FIRST_INSTANT  # refused just below
+    if not _FIRST_INSTANT < instant < _LAST_INSTANT:
+        raise invalid(
+            field,
+            "must fall within years 1 to 9999 once converted to UTC: after "
+            "0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z",
+        )
+    return instant
 
 
 def boolean(value: object, field: str) -> bool:

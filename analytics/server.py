@@ -1,9 +1,8 @@
 """The analytics HTTP port: /metrics, /healthz, /readyz and the fixed read queries.
 
-A small HTTP/1.1 server on asyncio streams (GET and HEAD, one request per connection): the traffic
-is a Prometheus scrape, probes and the odd ``linkedge reconcile``, and it must run in the same
-process as the embedded ClickHouse engine. There is no SQL passthrough: every route runs one
-fixed, parameterised query.
+A Starlette app served in-process (``linkedge.httpserve``): it must run in the same process as an
+embedded ClickHouse engine. There is no SQL passthrough: every route runs one fixed,
+parameterised query.
 
 - ``GET /internal/daily-counts?since=YYYY-MM-DD``: per link per UTC day, distinct clicks and human
   clicks (what ``linkedge reconcile`` compares with Postgres).
@@ -11,7 +10,7 @@ fixed, parameterised query.
   hourly rollup), for checking that replays did not duplicate anything.
 - ``GET /internal/hourly?link_id=N&since=YYYY-MM-DD``: the hourly series of a link from the rollup.
 
-Bad input answers an RFC 9457 problem document, never a 500.
+Bad input answers a 400 problem document, a failing ClickHouse a 503 one, never a 500.
 """
 
 from __future__ import annotations
@@ -21,54 +20,33 @@ import datetime
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from analytics.writer import ClickHouseWriter
+from linkedge.httpserve import HttpServer, json_response, probe_app, problem
 
 log = logging.getLogger("linkedge.analytics")
 
-Reply = tuple[int, str, bytes]
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    503: "Service Unavailable",
-}
-_MAX_HEAD = 16 * 1024
-_QUERY_TIMEOUT_S = 30.0
+QUERY_TIMEOUT_S = 30.0
+Handler = Callable[[QueryParams], Awaitable[Any]]
 
 
 class BadRequest(ValueError):
     pass
 
 
-def problem(status: int, detail: str) -> Reply:
-    body = {
-        "type": "about:blank",
-        "title": _REASONS.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
-    return status, "application/problem+json", orjson.dumps(body)
-
-
-def _json(data: Any, status: int = 200) -> Reply:
-    return status, "application/json", orjson.dumps(data)
-
-
-def _one(query: dict[str, list[str]], name: str) -> str:
-    values = query.get(name)
-    if not values or len(values) != 1:
+def _one(query: QueryParams, name: str) -> str:
+    values = query.getlist(name)
+    if len(values) != 1:
         raise BadRequest(f"query parameter {name!r} is required once")
     return values[0]
 
 
-def _date(query: dict[str, list[str]], name: str) -> datetime.date:
+def _date(query: QueryParams, name: str) -> datetime.date:
     raw = _one(query, name)
     try:
         return datetime.date.fromisoformat(raw)
@@ -76,9 +54,9 @@ def _date(query: dict[str, list[str]], name: str) -> datetime.date:
         raise BadRequest(f"{name} must be a date YYYY-MM-DD, got {raw!r}") from exc
 
 
-def _link_id(query: dict[str, list[str]]) -> int:
+def _link_id(query: QueryParams) -> int:
     raw = _one(query, "link_id")
-    if not raw.isdigit() or int(raw) >= 2**63:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
         raise BadRequest(f"link_id must be a non-negative integer, got {raw!r}")
     return int(raw)
 
@@ -89,74 +67,46 @@ class AnalyticsServer:
     ) -> None:
         self.writer = writer
         self.redis_ready = redis_ready
-        self._server: asyncio.Server | None = None
         self.port = 0
-        self._routes: dict[str, Callable[[dict[str, list[str]]], Awaitable[Reply]]] = {
-            "/metrics": self._metrics,
-            "/healthz": self._healthz,
-            "/readyz": self._readyz,
-            "/internal/daily-counts": self._daily_counts,
-            "/internal/link-counts": self._link_counts,
-            "/internal/hourly": self._hourly,
-        }
+        self._http: HttpServer | None = None
+        self.app = probe_app(
+            self._readyz,
+            [
+                Route("/internal/daily-counts", self._reader(self._daily_counts), methods=["GET"]),
+                Route("/internal/link-counts", self._reader(self._link_counts), methods=["GET"]),
+                Route("/internal/hourly", self._reader(self._hourly), methods=["GET"]),
+            ],
+        )
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port, limit=_MAX_HEAD)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._http = HttpServer(self.app, host, port)
+        self.port = await self._http.start()
         log.info("analytics listening on http://%s:%d", host, self.port, extra={"port": self.port})
         return self.port
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._http is not None:
+            await self._http.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        method = "GET"
-        try:
+    def _reader(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """A route running ``handler``: 400 on bad parameters, 503 when ClickHouse fails."""
+
+        async def endpoint(request: Request) -> Response:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            except asyncio.LimitOverrunError:
-                reply = problem(413, "request head too large")
-            else:
-                try:
-                    method, target = _request_line(head)
-                except BadRequest as exc:
-                    reply = problem(400, str(exc))
-                else:
-                    reply = await self._dispatch(method, target)
-            _write(writer, reply, head_only=method == "HEAD")
-            await writer.drain()
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            pass  # the client went away or sent garbage: nothing to answer
-        finally:
-            writer.close()
+                return json_response(await handler(request.query_params))
+            except BadRequest as exc:
+                return problem(400, str(exc))
+            except Exception as exc:  # noqa: BLE001 - ClickHouse down or failing: say so, not a 500
+                name = type(exc).__name__
+                log.warning("analytics query %s failed: %s: %s", request.url.path, name, exc)
+                return problem(503, f"ClickHouse query failed: {name}")
 
-    async def _dispatch(self, method: str, target: str) -> Reply:
-        url = urlsplit(target)
-        route = self._routes.get(url.path)
-        if route is None:
-            return problem(404, f"no route {url.path}")
-        if method not in {"GET", "HEAD"}:
-            return problem(405, "only GET and HEAD")
-        try:
-            return await route(parse_qs(url.query, keep_blank_values=True))
-        except BadRequest as exc:
-            return problem(400, str(exc))
-        except Exception as exc:  # noqa: BLE001 - ClickHouse down or failing: say so, not a 500
-            log.warning("analytics query %s failed: %s: %s", url.path, type(exc).__name__, exc)
-            return problem(503, f"ClickHouse query failed: {type(exc).__name__}")
+        return endpoint
 
     async def _query(self, func: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.wait_for(asyncio.to_thread(func, *args), _QUERY_TIMEOUT_S)
+        return await asyncio.wait_for(asyncio.to_thread(func, *args), QUERY_TIMEOUT_S)
 
-    async def _metrics(self, query: dict[str, list[str]]) -> Reply:
-        return 200, CONTENT_TYPE_LATEST, generate_latest()
-
-    async def _healthz(self, query: dict[str, list[str]]) -> Reply:
-        return _json({"status": "ok"})
-
-    async def _readyz(self, query: dict[str, list[str]]) -> Reply:
+    async def _readyz(self, request: Request) -> Response:
         redis_ok = await self.redis_ready()
         try:
             clickhouse_ok = bool(await asyncio.wait_for(asyncio.to_thread(self.writer.ping), 5))
@@ -167,37 +117,20 @@ class AnalyticsServer:
             "clickhouse": "ok" if clickhouse_ok else "down",
         }
         ready = redis_ok and clickhouse_ok
-        return _json(
+        return json_response(
             {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
         )
 
-    async def _daily_counts(self, query: dict[str, list[str]]) -> Reply:
+    async def _daily_counts(self, query: QueryParams) -> dict[str, Any]:
         since = _date(query, "since")
         rows = await self._query(self.writer.daily_counts, since)
-        return _json({"since": since.isoformat(), "rows": rows})
+        return {"since": since.isoformat(), "rows": rows}
 
-    async def _link_counts(self, query: dict[str, list[str]]) -> Reply:
+    async def _link_counts(self, query: QueryParams) -> dict[str, Any]:
         link_id = _link_id(query)
-        return _json({"link_id": link_id, **await self._query(self.writer.link_counts, link_id)})
+        return {"link_id": link_id, **await self._query(self.writer.link_counts, link_id)}
 
-    async def _hourly(self, query: dict[str, list[str]]) -> Reply:
+    async def _hourly(self, query: QueryParams) -> dict[str, Any]:
         link_id, since = _link_id(query), _date(query, "since")
         series = await self._query(self.writer.hourly, link_id, since)
-        return _json({"link_id": link_id, "since": since.isoformat(), "series": series})
-
-
-def _request_line(head: bytes) -> tuple[str, str]:
-    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        raise BadRequest("malformed request line")
-    return parts[0].upper(), parts[1]
-
-
-def _write(writer: asyncio.StreamWriter, reply: Reply, *, head_only: bool) -> None:
-    status, content_type, body = reply
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    writer.write(head.encode("latin-1") + (b"" if head_only else body))
+        return {"link_id": link_id, "since": since.isoformat(), "series": series}

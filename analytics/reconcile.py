@@ -17,8 +17,12 @@ fails is repeated (clicks keep moving while we read). Exit code: 0 in sync or on
 
 ClickHouse is queried directly for ``http(s)://`` URLs. The embedded ``chdb://`` engine can be open
 in one process only, the analytics process, so reconcile asks it at ``ANALYTICS_URL``
-(``/internal/daily-counts``); without ``ANALYTICS_URL`` it opens the data path itself, which works
-only while analytics is stopped.
+(``/internal/daily-counts``, with ``Authorization: Bearer ANALYTICS_TOKEN`` when the token is set);
+without ``ANALYTICS_URL`` it opens the data path itself, which works only while analytics is
+stopped.
+
+Redis is read like the other processes read it: when the ``REDIS_URL`` node says it is in cluster
+mode, through a ``RedisCluster`` client, so each shard's keys are read on the node owning their slot.
 """
 
 from __future__ import annotations
@@ -35,13 +39,15 @@ from typing import Any, TextIO
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException
 
 from analytics.consumer import parse_id
-from linkedge import events, keys
+from linkedge import events, keys, redisclient
 from linkedge.settings import Settings
 
 Key = tuple[int, str]  # link id, ISO day
 ATTEMPTS = 3
+REDIS_TIMEOUT_S = 30.0
 _PAGE = 1000
 
 
@@ -75,7 +81,18 @@ def _iso(day: str) -> str:
     return f"{day[:4]}-{day[4:6]}-{day[6:8]}"
 
 
-async def read_in_flight(client: aioredis.Redis, shards: int) -> InFlight:
+async def open_redis(url: str) -> redisclient.AnyRedis:
+    """A client for ``url``: ``RedisCluster`` when its node is in cluster mode, else a plain one."""
+    options: dict[str, Any] = {
+        "socket_timeout": REDIS_TIMEOUT_S,
+        "socket_connect_timeout": REDIS_TIMEOUT_S,
+    }
+    if await redisclient.cluster_enabled(url, timeout=REDIS_TIMEOUT_S):
+        return redisclient.cluster_client(url, "reconcile", **options)
+    return aioredis.Redis.from_url(url, **options)
+
+
+async def read_in_flight(client: redisclient.AnyRedis, shards: int) -> InFlight:
     found = InFlight()
     for shard in range(shards):
         for key in (keys.counts(shard), keys.counts_snapshot(shard)):
@@ -92,7 +109,7 @@ async def read_in_flight(client: aioredis.Redis, shards: int) -> InFlight:
     return found
 
 
-async def _read_unacked(client: aioredis.Redis, stream: str, found: InFlight) -> None:
+async def _read_unacked(client: redisclient.AnyRedis, stream: str, found: InFlight) -> None:
     """Count, per link-day, the events of the stream entries the analytics group has not
     acknowledged (an entry holds one or more)."""
     delivered: tuple[int, int] = (0, 0)
@@ -156,13 +173,22 @@ async def clickhouse_counts(settings: Settings, since: datetime.date) -> dict[Ke
     url = settings.clickhouse_url.get()
     if url.startswith("chdb:") and settings.analytics_url:
         endpoint = settings.analytics_url.rstrip("/") + "/internal/daily-counts"
+        headers = {}
+        if settings.analytics_token:
+            headers["Authorization"] = f"Bearer {settings.analytics_token.get()}"
         try:
-            async with httpx.AsyncClient(timeout=60) as client:
+            async with httpx.AsyncClient(timeout=60, headers=headers) as client:
                 response = await client.get(endpoint, params={"since": since.isoformat()})
         except httpx.HTTPError as exc:
             raise ReconcileError(
                 f"analytics at {settings.analytics_url} did not answer: {exc}"
             ) from exc
+        if response.status_code == 401:
+            given = "a different" if settings.analytics_token else "no"
+            raise ReconcileError(
+                f"{endpoint} answered 401: ANALYTICS_TOKEN must be the analytics process's"
+                f" (this run has {given} token)"
+            )
         if response.status_code != 200:
             raise ReconcileError(
                 f"{endpoint} answered {response.status_code}: {response.text[:300]}"
@@ -243,7 +269,7 @@ def print_report(rows: list[Row], compared: int, out: TextIO) -> None:
 
 async def reconcile(settings: Settings, days: int, out: TextIO = sys.stdout) -> int:
     since = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=max(1, days) - 1)
-    client = aioredis.Redis.from_url(settings.redis_url.get(), socket_timeout=30)
+    client = await open_redis(settings.redis_url.get())
     try:
         for attempt in range(ATTEMPTS):
             before = await read_in_flight(client, settings.click_shards)
@@ -265,6 +291,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request on our output
     try:
         return asyncio.run(reconcile(settings, args.days))
-    except (ReconcileError, OSError, asyncpg.PostgresError, aioredis.RedisError) as exc:
+    except (
+        ReconcileError,
+        OSError,
+        asyncpg.PostgresError,
+        aioredis.RedisError,
+        RedisClusterException,  # a cluster without a node for a slot: no RedisError subclass
+    ) as exc:
         print(f"linkedge reconcile: {exc}", file=sys.stderr)
         return 2

@@ -163,3 +163,16 @@ def test_patch_refuses_code_and_empty_bodies() -> None:
     for bad in [{}, {"code": "newcode"}, {"url": None}, {"forward_query": None}, [], {"x": 1}]:
         with pytest.raises(Problem):
             inputs.link_patch(bad)
+
+
+def test_field_errors_are_bounded_and_bad_values_come_first() -> None:
+    body = {f"u{i}": i for i in range(30)} | {"url": "javascript:x", "redirect_type": 1}
+    with pytest.raises(Problem) as caught:
+        inputs.new_link(body, RESERVED)
+    problem = caught.value.body("/api/v1/links")
+    assert [e["field"] for e in problem["errors"][:2]] == ["url", "redirect_type"]
+    assert len(problem["errors"]) == 20 and problem["errors_omitted"] == 12
+    assert "and 27 more" in problem["detail"] and "allowed fields: url, code" in problem["detail"]
+    with pytest.raises(Problem) as caught:
+        inputs.new_link({"url": "https://example.com/", "x": 1}, RESERVED)
+    assert "errors_omitted" not in caught.value.body("/api/v1/links")

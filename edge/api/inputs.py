@@ -1,13 +1,15 @@
 """Request bodies: JSON only, read through the body cap, checked field by field.
 
 A body that is not JSON (415 for another media type, 422 for malformed JSON), has unknown fields
-or holds a wrong type or value is refused whole with a 422 listing every field at fault; nothing
-is stored from it.
+or holds a wrong type or value is refused whole with a 422 listing the fields at fault (the first
+``MAX_FIELD_ERRORS``, bad values before unknown names, and a count of the rest); nothing is stored
+from it. A body of a million unknown keys costs a count, not a million error objects.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -16,9 +18,11 @@ import orjson
 from starlette.requests import Request
 
 from edge.api import validation
-from edge.api.problems import Problem
+from edge.api.problems import MAX_FIELD_ERRORS, Problem
 
 MAX_BULK_ITEMS = 1000
+UNKNOWN_FIELD = "unknown field"
+MAX_SHOWN_NAME = 64  # characters of an unknown field's name echoed back
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,79 +75,94 @@ async def json_body(request: Request) -> Any:
         ) from None
 
 
-def _check_fields(
-    body: object, allowed: tuple[str, ...]
-) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    if not isinstance(body, dict):
-        return {}, [{"field": "body", "message": "must be a JSON object"}]
-    errors = [
-        {"field": str(name)[:64], "message": f"unknown field; allowed: {', '.join(allowed)}"}
-        for name in body
-        if name not in allowed
-    ]
-    return body, errors
+@dataclasses.dataclass(slots=True)
+class _Errors:
+    """The fields at fault in one body: errors about known fields, then unknown names (the first
+    ``MAX_FIELD_ERRORS`` of them built, the others only counted)."""
+
+    allowed: tuple[str, ...]
+    fields: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    unknown: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    unknown_omitted: int = 0
+
+    def add(self, field: str, message: str) -> None:
+        self.fields.append({"field": field, "message": message})
+
+    def check_names(self, body: object, also: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``body`` as an object; the names it has beyond ``allowed`` and ``also`` noted."""
+        if not isinstance(body, dict):
+            self.add("body", "must be a JSON object")
+            return {}
+        known = frozenset(self.allowed + also)
+        names = (name for name in body if name not in known)
+        self.unknown = [
+            {"field": str(name)[:MAX_SHOWN_NAME], "message": UNKNOWN_FIELD}
+            for name in itertools.islice(names, MAX_FIELD_ERRORS)
+        ]
+        self.unknown_omitted = sum(1 for _ in names)
+        return body
+
+    def raise_any(self) -> None:
+        """A 422 listing the errors, if there are any."""
+        errors = self.fields + self.unknown
+        if not errors:
+            return
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        if len(errors) + self.unknown_omitted > 5:
+            summary += f"; and {len(errors) + self.unknown_omitted - 5} more"
+        if self.unknown:
+            summary += f" (allowed fields: {', '.join(self.allowed)})"
+        raise Problem(422, summary, errors=errors, errors_omitted=self.unknown_omitted)
 
 
 def _collect(
-    body: dict[str, Any], checkers: dict[str, Callable[[object], Any]]
-) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    body: dict[str, Any], checkers: dict[str, Callable[[object], Any]], errors: _Errors
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    errors: list[dict[str, str]] = []
     for name, check in checkers.items():
         if name not in body:
             continue
         try:
             values[name] = check(body[name])
         except Problem as problem:
-            errors.extend(problem.errors)
-    return values, errors
-
-
-def _raise(errors: list[dict[str, str]]) -> None:
-    if errors:
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        raise Problem(422, summary, errors=errors)
+            errors.fields.extend(problem.errors)
+    return values
 
 
 def new_link(body: object, reserved: frozenset[str]) -> NewLink:
-    """A create request; raises a 422 ``Problem`` listing every field at fault."""
-    fields, errors = _check_fields(body, CREATE_FIELDS)
+    """A create request; raises a 422 ``Problem`` listing the fields at fault."""
+    errors = _Errors(CREATE_FIELDS)
+    fields = errors.check_names(body)
     if isinstance(body, dict) and "url" not in body:
-        errors.append({"field": "url", "message": "is required"})
+        errors.add("url", "is required")
     checkers = dict(_EDITABLE, code=lambda value: validation.custom_code(value, reserved))
-    values, field_errors = _collect(fields, checkers)
-    _raise(errors + field_errors)
+    values = _collect(fields, checkers, errors)
+    errors.raise_any()
     return NewLink(**values)
 
 
 def link_patch(body: object) -> dict[str, Any]:
     """A PATCH request: the columns to change and their new values (``None`` clears)."""
-    fields, errors = _check_fields(body, PATCH_FIELDS)
+    errors = _Errors(PATCH_FIELDS)
+    fields = errors.check_names(body, also=("code",))
     if "code" in fields:
-        errors = [e for e in errors if e["field"] != "code"]
-        errors.append(
-            {"field": "code", "message": "a code never changes; create a new link instead"}
-        )
-    values, field_errors = _collect(fields, _EDITABLE)
-    errors += field_errors
-    if not errors and not values:
-        errors.append(
-            {"field": "body", "message": f"give at least one of {', '.join(PATCH_FIELDS)}"}
-        )
-    _raise(errors)
+        errors.add("code", "a code never changes; create a new link instead")
+    values = _collect(fields, _EDITABLE, errors)
+    if not (errors.fields or errors.unknown) and not values:
+        errors.add("body", f"give at least one of {', '.join(PATCH_FIELDS)}")
+    errors.raise_any()
     return values
 
 
 def bulk_items(body: object) -> list[Any]:
     """The ``links`` list of a bulk request (1 to 1000 items); the items are checked one by one."""
-    fields, errors = _check_fields(body, ("links",))
-    items = fields.get("links")
-    if not errors and not isinstance(items, list):
-        errors.append({"field": "links", "message": "is required: a list of link objects"})
-    elif not errors and not 1 <= len(items) <= MAX_BULK_ITEMS:  # type: ignore[arg-type]
-        errors.append(
-            {"field": "links", "message": f"give 1 to {MAX_BULK_ITEMS} links per request"}
-        )
-    _raise(errors)
+    errors = _Errors(("links",))
+    items = errors.check_names(body).get("links")
+    if not (errors.fields or errors.unknown):
+        if not isinstance(items, list):
+            errors.add("links", "is required: a list of link objects")
+        elif not 1 <= len(items) <= MAX_BULK_ITEMS:
+            errors.add("links", f"give 1 to {MAX_BULK_ITEMS} links per request")
+    errors.raise_any()
     assert isinstance(items, list)
     return items

@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 log = logging.getLogger("linkedge.api")
 
+MAX_FIELD_ERRORS = 20  # a 422 lists at most this many fields; ``errors_omitted`` counts the rest
+
 TYPE_BASE = "https://linkedge.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 
@@ -55,7 +57,9 @@ _TYPES = {
 
 
 class Problem(Exception):
-    """An API error a client can act on. ``errors`` is ``[{field, message}]`` for a 422."""
+    """An API error a client can act on. ``errors`` is ``[{field, message}]`` for a 422: the first
+    ``MAX_FIELD_ERRORS`` of them, with ``errors_omitted`` counting the others (plus
+    ``errors_omitted`` given: errors the caller counted without building them)."""
 
     def __init__(
         self,
@@ -63,12 +67,14 @@ class Problem(Exception):
         detail: str,
         *,
         errors: Sequence[Mapping[str, str]] = (),
+        errors_omitted: int = 0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
-        self.errors = [dict(error) for error in errors]
+        self.errors = [dict(error) for error in errors[:MAX_FIELD_ERRORS]]
+        self.errors_omitted = errors_omitted + len(errors) - len(self.errors)
         self.headers = dict(headers or {})
 
     def body(self, instance: str) -> dict[str, Any]:
@@ -82,6 +88,8 @@ class Problem(Exception):
         }
         if self.errors:
             document["errors"] = self.errors
+        if self.errors_omitted:
+            document["errors_omitted"] = self.errors_omitted
         return document
 
     def response(self, instance: str) -> Response:

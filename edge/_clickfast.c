@@ -43,6 +43,9 @@ typedef struct {
     Slot *slots;
     PyObject *tails, *links; /* dicts */
     Py_ssize_t tails_max, links_max;
+    /* The header-set cache's byte bound (edge.clickencoder.tail_cost): what it holds, its cap, the
+     * longest value of each of the request's first five parts it keeps, a kept set's overhead. */
+    Py_ssize_t tails_bytes, tails_bytes_max, tail_cuts[5], tail_overhead;
     char head[32];           /* '{"v":<version>,"id":"' */
     Py_ssize_t head_len;
     int n_prefetch;
@@ -175,10 +178,25 @@ fail:
     return NULL;
 }
 
-/* (is_bot, tail) for the request, from the cache or request_tail(). Borrowed tail. */
+/* The bytes the header set `request` and its `tail` hold when cached (edge.clickencoder.tail_cost);
+ * -1 when a value is longer than its cut, so that it is not cached. */
+static Py_ssize_t tail_cost(Encoder *self, PyObject *request, PyObject *tail) {
+    Py_ssize_t cost = self->tail_overhead + PyBytes_GET_SIZE(tail);
+    for (int i = 0; i < 5; i++) {
+        PyObject *value = PyTuple_GET_ITEM(request, i);
+        if (value == Py_None) continue;
+        if (!PyBytes_Check(value) || PyBytes_GET_SIZE(value) > self->tail_cuts[i]) return -1;
+        cost += PyBytes_GET_SIZE(value);
+    }
+    return cost;
+}
+
+/* (is_bot, tail) for the request, from the cache or request_tail(). A new reference to tail. */
 static int tail_of(Encoder *self, PyObject *request, int *is_bot, PyObject **tail) {
     PyObject *known = PyDict_GetItemWithError(self->tails, request);
-    if (known == NULL) {
+    if (known != NULL) {
+        Py_INCREF(known);
+    } else {
         if (PyErr_Occurred()) return -1;
         known = PyObject_Call(self->request_tail, request, NULL);
         if (known == NULL) return -1;
@@ -188,15 +206,28 @@ static int tail_of(Encoder *self, PyObject *request, int *is_bot, PyObject **tai
             PyErr_SetString(PyExc_TypeError, "request_tail did not return (bool, bytes)");
             return -1;
         }
-        if (PyDict_GET_SIZE(self->tails) >= self->tails_max) PyDict_Clear(self->tails);
-        int failed = PyDict_SetItem(self->tails, request, known);
-        Py_DECREF(known); /* the dict holds it */
-        if (failed < 0) return -1;
+        Py_ssize_t cost = tail_cost(self, request, PyTuple_GET_ITEM(known, 1));
+        if (cost >= 0) {
+            if (PyDict_GET_SIZE(self->tails) >= self->tails_max ||
+                self->tails_bytes + cost > self->tails_bytes_max) {
+                PyDict_Clear(self->tails);
+                self->tails_bytes = 0;
+            }
+            if (PyDict_SetItem(self->tails, request, known) < 0) {
+                Py_DECREF(known);
+                return -1;
+            }
+            self->tails_bytes += cost;
+        }
     }
     int bot = PyObject_IsTrue(PyTuple_GET_ITEM(known, 0));
-    if (bot < 0) return -1;
+    if (bot < 0) {
+        Py_DECREF(known);
+        return -1;
+    }
     *is_bot = bot;
-    *tail = PyTuple_GET_ITEM(known, 1);
+    *tail = Py_NewRef(PyTuple_GET_ITEM(known, 1));
+    Py_DECREF(known);
     return 0;
 }
 
@@ -361,8 +392,7 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     if (request == NULL) goto done;
     int is_bot;
     PyObject *tail;
-    if (tail_of(self, request, &is_bot, &tail) < 0) goto done;
-    Py_INCREF(tail); /* a callback below may clear the cache */
+    if (tail_of(self, request, &is_bot, &tail) < 0) goto done; /* ours: callbacks may clear the cache */
 
     PyObject *client = PyDict_GetItemWithError(scope, s_client);
     if (client == NULL && PyErr_Occurred()) goto done_tail;
@@ -633,15 +663,18 @@ static PyObject *Encoder_seed(Encoder *self, PyObject *args) {
 static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"fallback", "request_tail", "client_ip", "prefetch_header",
                              "prefetch_names", "link_part", "utc_day", "counter_field", "dumps",
-                             "version", "tails_kept", "links_kept", NULL};
+                             "version", "tails_kept", "tails_bytes", "tail_cuts", "tail_overhead",
+                             "links_kept", NULL};
     PyObject *fallback, *request_tail, *client_ip, *prefetch_header, *names, *link_part, *utc_day;
     PyObject *counter_field, *dumps;
     int version;
-    Py_ssize_t tails_max, links_max;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOO!OOOOinn:Encoder", kwlist, &fallback,
-                                     &request_tail, &client_ip, &prefetch_header, &PyTuple_Type,
-                                     &names, &link_part, &utc_day, &counter_field, &dumps,
-                                     &version, &tails_max, &links_max)) {
+    Py_ssize_t tails_max, tails_bytes_max, tail_cuts[5], tail_overhead, links_max;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOO!OOOOinn(nnnnn)nn:Encoder", kwlist,
+                                     &fallback, &request_tail, &client_ip, &prefetch_header,
+                                     &PyTuple_Type, &names, &link_part, &utc_day, &counter_field,
+                                     &dumps, &version, &tails_max, &tails_bytes_max, &tail_cuts[0],
+                                     &tail_cuts[1], &tail_cuts[2], &tail_cuts[3], &tail_cuts[4],
+                                     &tail_overhead, &links_max)) {
         return -1;
     }
     if (PyTuple_GET_SIZE(names) > MAX_PREFETCH_NAMES) {
@@ -658,9 +691,16 @@ static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
         memcpy(self->prefetch[i], PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
     }
     self->n_prefetch = (int)PyTuple_GET_SIZE(names);
-    if (tails_max < 1 || links_max < 1) {
-        PyErr_SetString(PyExc_ValueError, "tails_kept and links_kept must be positive");
+    if (tails_max < 1 || links_max < 1 || tails_bytes_max < 1 || tail_overhead < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "tails_kept, tails_bytes and links_kept must be positive, tail_overhead not negative");
         return -1;
+    }
+    for (int i = 0; i < 5; i++) {
+        if (tail_cuts[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "tail_cuts must not be negative");
+            return -1;
+        }
     }
     self->head_len = snprintf(self->head, sizeof self->head, "{\"v\":%d,\"id\":\"", version);
     Py_XSETREF(self->fallback, Py_NewRef(fallback));
@@ -684,6 +724,10 @@ static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
     Py_XSETREF(self->links, PyDict_New());
     if (self->tails == NULL || self->links == NULL) return -1;
     self->tails_max = tails_max;
+    self->tails_bytes = 0;
+    self->tails_bytes_max = tails_bytes_max;
+    memcpy(self->tail_cuts, tail_cuts, sizeof tail_cuts);
+    self->tail_overhead = tail_overhead;
     self->links_max = links_max;
     self->second = self->ms = -1;
     Py_CLEAR(self->day);

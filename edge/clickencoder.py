@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from edge.clickinfo import Network, client_ip, request_tail
+from edge.clickinfo import FIELD_MAX, REFERER_MAX, Network, client_ip, request_tail
 from edge.records import LinkRecord
 from linkedge import bots
 from linkedge.events import (
@@ -49,6 +49,13 @@ except ImportError:  # not compiled here: the Python encoder does the same work,
     _clickfast = None  # type: ignore[assignment]
 
 TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
+TAILS_BYTES = 16 * 1024 * 1024  # ... or when their values and tails would pass this many bytes
+# The header sets worth remembering: each value (user agent, referer, language, host, query) at
+# most this many bytes, so that what ``request_tail`` keeps of it is all of it (a character takes
+# at most 4 UTF-8 bytes). A longer value is a header set no browser sends twice: its tail is
+# worked out for the click and not kept, so a visitor cannot fill a worker's memory with them.
+TAIL_CUTS = (4 * bots.USER_AGENT_MAX, 4 * REFERER_MAX, FIELD_MAX, FIELD_MAX, 2048)
+TAIL_OVERHEAD = 512  # bytes a remembered header set costs beyond its values and tail
 LINKS_CACHED = 65_536  # links whose part of the event is remembered; cleared when full
 
 # Clicks by counter field (``events.counter_field``: "<link id>:<day>:<h|b>").
@@ -95,12 +102,15 @@ class ClickEncoder:
         trusted: tuple[Network, ...] = (),
         *,
         tails_kept: int = TAILS_CACHED,
+        tails_bytes: int = TAILS_BYTES,
         links_kept: int = LINKS_CACHED,
     ) -> None:
         self.trusted = trusted
         self._encoder = EventEncoder(links_kept)
         self._tails: dict[tuple[Any, ...], tuple[bool, bytes]] = {}
         self._tails_max = tails_kept
+        self._tails_bytes_max = tails_bytes
+        self._tails_bytes = 0  # what the remembered header sets hold (``tail_cost``)
         self._fields: dict[tuple[int, bool], str] = {}  # counter fields of the day, by (link, bot)
         self._fields_max = links_kept
         self._second, self._day = -1, ""  # the UTC day of the last second seen
@@ -164,9 +174,15 @@ class ClickEncoder:
         )  # fmt: skip
         known = self._tails.get(request)
         if known is None:
-            if len(self._tails) >= self._tails_max:
-                self._tails.clear()
-            known = self._tails[request] = request_tail(*request)
+            known = request_tail(*request)
+            cost = tail_cost(request, known[1])
+            if cost is not None:
+                full = self._tails_bytes + cost > self._tails_bytes_max
+                if full or len(self._tails) >= self._tails_max:
+                    self._tails.clear()
+                    self._tails_bytes = 0
+                self._tails[request] = known
+                self._tails_bytes += cost
         is_bot, tail = known
         client = scope.get("client")
         peer = str(client[0]) if client else ""
@@ -196,6 +212,19 @@ class ClickEncoder:
         counts[field] = counts.get(field, 0) + 1
 
 
+def tail_cost(request: tuple[Any, ...], tail: bytes) -> int | None:
+    """The bytes a header set (``request_tail``'s arguments) and its tail hold when remembered;
+    None when one of its values is longer than ``TAIL_CUTS`` allows, so it is not remembered."""
+    cost = TAIL_OVERHEAD + len(tail)
+    for value, cut in zip(request[:5], TAIL_CUTS, strict=True):
+        if value is None:
+            continue
+        if not isinstance(value, bytes) or len(value) > cut:
+            return None
+        cost += len(value)
+    return cost
+
+
 def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
     """The encoder ``CLICK_ENCODER`` (``kind``) asks for: ``"auto"`` the C one when it was built,
     else the Python one; ``"c"`` the C one, a ``ConfigError`` when it was not built; ``"python"``
@@ -221,6 +250,9 @@ def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
         dumps=orjson.dumps,
         version=VERSION,
         tails_kept=TAILS_CACHED,
+        tails_bytes=TAILS_BYTES,
+        tail_cuts=TAIL_CUTS,
+        tail_overhead=TAIL_OVERHEAD,
         links_kept=LINKS_CACHED,
     )
     return fast

@@ -47,10 +47,14 @@ SEED = (0x2ABCDEF, 0x123456789ABC)
 
 
 def pair(
-    tails_kept: int = clickencoder.TAILS_CACHED, links_kept: int = clickencoder.LINKS_CACHED
+    tails_kept: int = clickencoder.TAILS_CACHED,
+    links_kept: int = clickencoder.LINKS_CACHED,
+    tails_bytes: int = clickencoder.TAILS_BYTES,
 ) -> tuple[Any, ClickEncoder]:
     """A C encoder and a Python reference encoder, seeded alike."""
-    python = ClickEncoder(TRUSTED, tails_kept=tails_kept, links_kept=links_kept)
+    python = ClickEncoder(
+        TRUSTED, tails_kept=tails_kept, tails_bytes=tails_bytes, links_kept=links_kept
+    )
     fallback = ClickEncoder(TRUSTED)
     fallback.seed(*SEED[::-1])  # its own ids, seeded too: a replay of the same clicks matches
     c = fast.Encoder(
@@ -65,6 +69,9 @@ def pair(
         dumps=orjson.dumps,
         version=events.VERSION,
         tails_kept=tails_kept,
+        tails_bytes=tails_bytes,
+        tail_cuts=clickencoder.TAIL_CUTS,
+        tail_overhead=clickencoder.TAIL_OVERHEAD,
         links_kept=links_kept,
     )
     c.seed(*SEED)
@@ -158,6 +165,30 @@ def test_caches_cleared_when_full_change_nothing() -> None:
     clicks = [(1_767_000_000.0 + i, rng.choice(LINKS), random_scope(rng), "https://t.example/")
               for i in range(500)]  # fmt: skip
     run_both(*pair(tails_kept=2, links_kept=1), clicks)
+
+
+def test_header_sets_past_the_cuts_or_the_byte_bound_change_nothing() -> None:
+    """Values longer than ``TAIL_CUTS`` (not remembered) and a byte bound small enough to be
+    reached every few clicks give the same bytes in both encoders, cut as ``request_tail`` cuts."""
+    rng = random.Random(11)
+    cuts = clickencoder.TAIL_CUTS
+    clicks = []
+    for i in range(400):
+        scope = random_scope(rng)
+        agent = rng.choice([b"A" * (cuts[0] + rng.choice([-1, 0, 1, 5000])), CHROME,
+                            "\u00e9".encode() * (cuts[0] // 2 + rng.choice([-1, 0, 1]))])  # fmt: skip
+        scope["headers"] += [
+            (b"user-agent", agent),
+            (b"referer", b"https://r.example/" + b"r" * rng.choice([10, cuts[1], cuts[1] + 3])),
+            (b"accept-language", b"l" * rng.choice([2, cuts[2], cuts[2] + 1])),
+            (b"host", b"h" * rng.choice([5, cuts[3], cuts[3] + 1])),
+        ]
+        scope["query_string"] = b"utm_source=" + b"q" * rng.choice([1, cuts[4] - 11, cuts[4]])
+        clicks.append((1_767_000_000.0 + i, rng.choice(LINKS), scope, "https://t.example/"))
+    c_events, _ = run_both(*pair(tails_bytes=20_000), clicks)
+    decoded = [events.decode(raw) for raw in c_events]
+    assert max(len(click.user_agent) for click in decoded) == bots.USER_AGENT_MAX
+    assert max(len(click.utm["utm_source"]) for click in decoded) == 256
 
 
 def test_each_click_decodes_to_what_its_request_said() -> None:

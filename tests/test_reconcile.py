@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -64,6 +65,7 @@ def reconcile(
     own_pg: EmbeddedPostgres,
     clickhouse: Path,
     analytics_url: str = "",
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
     env = stores.env(
         REDIS_URL=redis_server.url,
@@ -71,6 +73,7 @@ def reconcile(
         CLICKHOUSE_URL=f"chdb://{clickhouse}",
         ANALYTICS_URL=analytics_url,
         CLICK_SHARDS=str(SHARDS),
+        **extra,
     )
     return subprocess.run(
         [sys.executable, "-m", "linkedge.cli", "reconcile", "--days", "3"],
@@ -215,6 +218,77 @@ def test_in_flight_counts_every_event_of_unacknowledged_entries(
     key = (link, f"{day[:4]}-{day[4:6]}-{day[6:]}")
     total, human = expected(pending + undelivered)[link]
     assert total == 70 and run(in_flight()) == ({key: total}, {key: human})
+
+
+TOKEN = "reconcile-test-token"
+
+
+@pytest.fixture
+def with_token(
+    own_redis: EmbeddedRedis,
+    pg_db: Db,
+    rds: redis.Redis,
+    start_analytics: Callable[..., Analytics],  # noqa: F811
+) -> Analytics:
+    """Analytics started with ``TOKEN``, holding clicks that Postgres holds too."""
+    clicks = make_clicks(link_ids(2), 40)
+    analytics = start_analytics(ANALYTICS_TOKEN=TOKEN)
+    produce(rds, clicks)
+    write_postgres(pg_db, clicks)
+
+    def counted() -> bool:
+        for link_id, (total, _) in expected(clicks).items():
+            answer = httpx.get(
+                f"{analytics.url}/internal/link-counts",
+                params={"link_id": link_id},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=30,
+            )
+            if answer.status_code != 200 or answer.json().get("distinct_clicks") != total:
+                return False
+        return True
+
+    eventually(counted, "clicks in ClickHouse")
+    return analytics
+
+
+def test_reconcile_sends_the_analytics_token(
+    stores: Stores,
+    own_redis: EmbeddedRedis,
+    own_pg: EmbeddedPostgres,
+    with_token: Analytics,
+    tmp_path: Path,
+) -> None:
+    result = reconcile(
+        stores, own_redis, own_pg, tmp_path / "clickhouse", with_token.url, ANALYTICS_TOKEN=TOKEN
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "in sync: 2 link-day(s) compared" in result.stdout
+
+
+def test_reconcile_with_another_token_says_401_and_exits_2(
+    stores: Stores,
+    own_redis: EmbeddedRedis,
+    own_pg: EmbeddedPostgres,
+    with_token: Analytics,
+    tmp_path: Path,
+) -> None:
+    unauthorized = httpx.get(f"{with_token.url}/internal/daily-counts", timeout=30)
+    if unauthorized.status_code != 401:
+        pytest.skip("this analytics answers /internal/* without ANALYTICS_TOKEN")
+    for given in ("another-token", ""):
+        result = reconcile(
+            stores,
+            own_redis,
+            own_pg,
+            tmp_path / "clickhouse",
+            with_token.url,
+            ANALYTICS_TOKEN=given,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "answered 401: ANALYTICS_TOKEN" in result.stderr
+        assert TOKEN not in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
 
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"

@@ -84,7 +84,9 @@ class Analytics:
         self.enricher = Enricher(
             salt_secret(settings.visitor_salt_secret.get()), store_raw_ip=settings.store_raw_ip
         )
-        self.server = AnalyticsServer(self.writer, self._redis_ready)
+        self.server = AnalyticsServer(
+            self.writer, self._redis_ready, token=settings.analytics_token.get()
+        )
         self._groups_ready = False
         self._held: Batch | None = None
         self._next_claim = 0.0

@@ -10,6 +10,9 @@ parameterised query.
   hourly rollup), for checking that replays did not duplicate anything.
 - ``GET /internal/hourly?link_id=N&since=YYYY-MM-DD``: the hourly series of a link from the rollup.
 
+Every ``/internal/*`` route requires ``Authorization: Bearer ANALYTICS_TOKEN`` (401 otherwise, and
+always when the token is empty); ``/metrics``, ``/healthz`` and ``/readyz`` are open.
+
 Bad input answers a 400 problem document, a failing ClickHouse a 503 one, never a 500.
 """
 
@@ -24,10 +27,11 @@ from typing import Any
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
 from analytics.writer import ClickHouseWriter
-from linkedge.httpserve import HttpServer, json_response, probe_app, problem
+from linkedge.httpserve import BearerToken, HttpServer, json_response, probe_app, problem
 
 log = logging.getLogger("linkedge.analytics")
 
@@ -63,19 +67,24 @@ def _link_id(query: QueryParams) -> int:
 
 class AnalyticsServer:
     def __init__(
-        self, writer: ClickHouseWriter, redis_ready: Callable[[], Awaitable[bool]]
+        self,
+        writer: ClickHouseWriter,
+        redis_ready: Callable[[], Awaitable[bool]],
+        *,
+        token: str,
     ) -> None:
         self.writer = writer
         self.redis_ready = redis_ready
         self.port = 0
         self._http: HttpServer | None = None
+        internal = [
+            Route("/daily-counts", self._reader(self._daily_counts), methods=["GET"]),
+            Route("/link-counts", self._reader(self._link_counts), methods=["GET"]),
+            Route("/hourly", self._reader(self._hourly), methods=["GET"]),
+        ]
         self.app = probe_app(
             self._readyz,
-            [
-                Route("/internal/daily-counts", self._reader(self._daily_counts), methods=["GET"]),
-                Route("/internal/link-counts", self._reader(self._link_counts), methods=["GET"]),
-                Route("/internal/hourly", self._reader(self._hourly), methods=["GET"]),
-            ],
+            [Mount("/internal", routes=internal, middleware=[Middleware(BearerToken, token=token)])],
         )
 
     async def start(self, host: str, port: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 PROBLEM = "application/problem+json"
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -89,6 +91,40 @@ def probe_app(
         ],
         exception_handlers={HTTPException: _http_exception},
     )
+
+
+class BearerToken:
+    """Pure ASGI middleware: 401 unless ``Authorization: Bearer <token>`` carries ``token``.
+
+    An empty ``token`` refuses every request (fail closed). The answer says only what to send,
+    never whether a token was close or which routes exist behind it.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._authorized(scope):
+            refused = problem(
+                401,
+                "send the shared analytics token as 'Authorization: Bearer <ANALYTICS_TOKEN>'",
+                headers={"WWW-Authenticate": 'Bearer realm="linkedge-analytics"'},
+            )
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        if not self.token:
+            return False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, presented = value.strip().partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    presented.strip(), self.token
+                )
+        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -31,6 +31,7 @@ from linkedge.migrate import migrate_postgres
 from linkedge.settings import Secret, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+ANALYTICS_TOKEN = "test-analytics-token"
 
 
 @dataclasses.dataclass
@@ -67,6 +68,8 @@ class Stores:
             # bucket would couple unrelated tests (each new key is one lookup). The test of that
             # limit sets its own values and client addresses.
             AUTH_LOOKUP_BURST="1000000",
+            # The analytics port's /internal/* routes refuse every request without it.
+            ANALYTICS_TOKEN=ANALYTICS_TOKEN,
         )
         env.update(extra)
         return env

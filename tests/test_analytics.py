@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from conftest import Process, wait_http
+from conftest import ANALYTICS_TOKEN, Process, wait_http
 
 from linkedge import events, keys
 from linkedge.embedded import EmbeddedRedis, free_port
@@ -38,7 +38,8 @@ class Analytics:
         self.url = f"http://127.0.0.1:{port}"
 
     def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", params=params, timeout=30)
+        headers = {"Authorization": f"Bearer {ANALYTICS_TOKEN}"}
+        return httpx.get(f"{self.url}{path}", params=params, headers=headers, timeout=30)
 
     def counts(self, link_id: int) -> dict[str, int]:
         response = self.get("/internal/link-counts", link_id=link_id)

@@ -7,6 +7,10 @@ stays off Postgres. Concurrent lookups of one code in a worker share one fetch. 
 the lookup goes straight to Postgres (and skips Redis for ``REDIS_RETRY_S``): a Redis outage never
 fails a redirect.
 
+A record that enters the cache from Redis or Postgres is checked once (``LinkRecord.fault``); one
+the API could not have written is answered as unknown (404), counted in
+``linkedge_bad_link_records_total`` and logged. A cache hit does no such work.
+
 Edits reach every worker through ``invalidate``: it overwrites the Redis record with a short-lived
 "invalidated" marker and publishes the code on ``keys.INVALIDATE_CHANNEL``; each worker's
 ``listen`` task drops the code from its cache. The marker (rather than a plain ``DEL``) closes a
@@ -27,7 +31,13 @@ import redis.asyncio as aioredis
 
 from edge.cache import MISSING, Clock, LocalCache, _Missing
 from edge.coalescer import Coalescer
-from edge.metrics import CACHE_LOOKUPS, INVALIDATION_ERRORS, INVALIDATIONS, LOOKUP_ERRORS
+from edge.metrics import (
+    BAD_LINK_RECORDS,
+    CACHE_LOOKUPS,
+    INVALIDATION_ERRORS,
+    INVALIDATIONS,
+    LOOKUP_ERRORS,
+)
 from edge.records import LinkRecord
 from linkedge import keys
 from linkedge.redisclient import AnyRedis
@@ -58,6 +68,19 @@ WHERE code = ANY($1::text[]) AND deleted_at IS NULL
 # CACHE_LOOKUPS).
 LOCAL, LOCAL_MISS, REDIS, POSTGRES, NONE = range(5)
 _TIER_NAMES = ("local", "local_miss", "redis", "postgres", "none")
+
+
+def _refused(record: LinkRecord, store: str, code: str) -> bool:
+    """Whether a record just loaded from ``store`` is one the API could not have written."""
+    field = record.fault()
+    if field is None:
+        return False
+    BAD_LINK_RECORDS.labels(store=store, field=field).inc()
+    log.warning(
+        "link record refused: answered 404",
+        extra={"code": code, "link_id": record.id, "store": store, "field": field},
+    )
+    return True
 
 
 class StoreUnavailable(Exception):
@@ -180,9 +203,11 @@ class LinkStore(Generic[V]):
                         )
                     else:
                         self.tiers[REDIS] += 1
-                        return self.prepare(cached)
+                        return None if _refused(cached, "redis", code) else self.prepare(cached)
         record = await self._select(code)
         self.tiers[NONE if record is None else POSTGRES] += 1
+        if record is not None and _refused(record, "postgres", code):
+            record = None  # written back as a miss: other workers need not load it again
         if use_redis and raw != INVALIDATED_MARKER:
             self._spawn(self._write_back(key, record))
         return None if record is None else self.prepare(record)

@@ -49,6 +49,12 @@ UNSAFE_TARGETS = Counter(
     "linkedge_unsafe_targets_total",
     "Stored targets refused because they would not make a safe header",
 )
+BAD_LINK_RECORDS = Counter(
+    "linkedge_bad_link_records_total",
+    "Link records from Redis or Postgres refused as they entered a worker's cache (answered 404), "
+    "by store and the first field at fault",
+    ["store", "field"],
+)
 RATE_LIMIT_ERRORS = Counter(
     "linkedge_rate_limit_errors_total", "API requests let through unlimited because Redis failed"
 )

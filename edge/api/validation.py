@@ -25,12 +25,11 @@ from urllib.parse import quote, urlsplit
 import idna
 
 from edge.api.problems import Problem, invalid
+from edge.records import MAX_URL_LENGTH, REDIRECT_TYPES
 
-MAX_URL_LENGTH = 2048
 CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{3,64}")
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 64
-REDIRECT_TYPES = (301, 302, 307, 308)
 MAX_OFFSET = timedelta(hours=15, minutes=59)  # the largest UTC offset Postgres accepts
 # Python's datetime range, less its two ends: asyncpg writes those as -infinity and infinity and
 # reads them back as naive datetimes.

@@ -292,15 +292,25 @@ static PyObject *call_fallback(Encoder *self, PyObject *const *args, Py_ssize_t 
     return PyObject_Vectorcall(self->fallback, args, nargs, NULL);
 }
 
-/* Room for `n` more bytes at the end of the open batch's entry; NULL with an exception set. */
+/* Room for `n` more bytes at the end of the open batch's entry; NULL with an exception set, the
+ * entry as it was. A bigger entry is a new object the old bytes are copied into, not a
+ * _PyBytes_Resize, which frees the object when it fails. */
 static char *entry_reserve(Encoder *self, Py_ssize_t n) {
+    if (n > PY_SSIZE_T_MAX - self->entry_len) {
+        PyErr_NoMemory();
+        return NULL;
+    }
     Py_ssize_t need = self->entry_len + n;
     if (self->entry == NULL) {
         Py_ssize_t cap = need > self->entry_hint ? need : self->entry_hint;
         if ((self->entry = PyBytes_FromStringAndSize(NULL, cap)) == NULL) return NULL;
     } else if (need > PyBytes_GET_SIZE(self->entry)) {
-        Py_ssize_t cap = 2 * PyBytes_GET_SIZE(self->entry);
-        if (_PyBytes_Resize(&self->entry, cap > need ? cap : need) < 0) return NULL;
+        Py_ssize_t size = PyBytes_GET_SIZE(self->entry);
+        Py_ssize_t cap = size <= PY_SSIZE_T_MAX / 2 && 2 * size > need ? 2 * size : need;
+        PyObject *grown = PyBytes_FromStringAndSize(NULL, cap);
+        if (grown == NULL) return NULL;
+        memcpy(PyBytes_AS_STRING(grown), PyBytes_AS_STRING(self->entry), self->entry_len);
+        Py_SETREF(self->entry, grown);
     }
     return PyBytes_AS_STRING(self->entry) + self->entry_len;
 }
@@ -630,24 +640,37 @@ static PyObject *Encoder_take(Encoder *self, PyObject *Py_UNUSED(ignored)) {
         p += put_decimal(p, n);
     }
     if (_PyBytes_Resize(&counters, p - PyBytes_AS_STRING(counters)) < 0) return NULL;
+    /* Everything the answer needs is made before the batch is let go, so a failed allocation
+     * leaves the open batch as it was (the next take() returns it). The entry is copied without
+     * its last newline rather than shrunk in place: a failed _PyBytes_Resize frees its object. */
     PyObject *fresh = PyDict_New();
     if (fresh == NULL) {
         Py_DECREF(counters);
         return NULL;
     }
-    /* The entry without its last newline; the next batch starts at this one's size. */
-    PyObject *entry = self->entry;
     Py_ssize_t clicks = self->pending, length = self->entry_len - 1;
-    self->entry = NULL;
+    PyObject *entry = PyBytes_FromStringAndSize(PyBytes_AS_STRING(self->entry), length);
+    if (entry == NULL) {
+        Py_DECREF(counters);
+        Py_DECREF(fresh);
+        return NULL;
+    }
+    PyObject *number = PyLong_FromSsize_t(clicks);
+    PyObject *answer = number == NULL ? NULL : PyTuple_Pack(3, number, counters, entry);
+    Py_XDECREF(number);
+    Py_DECREF(counters);
+    Py_DECREF(entry);
+    if (answer == NULL) {
+        Py_DECREF(fresh);
+        return NULL;
+    }
+    /* the next batch starts at this one's size */
+    Py_CLEAR(self->entry);
     self->entry_hint = length + length / 4;
     self->entry_len = 0;
     self->pending = 0;
     Py_SETREF(self->counts, fresh);
-    if (_PyBytes_Resize(&entry, length) < 0) { /* lost: the caller read `pending` to count it */
-        Py_DECREF(counters);
-        return NULL;
-    }
-    return Py_BuildValue("(nNN)", clicks, counters, entry);
+    return answer;
 }
 
 static PyObject *Encoder_seed(Encoder *self, PyObject *args) {

@@ -131,9 +131,9 @@ class ClickEncoder:
         """The open batch (None when empty); the next ``record`` starts a new one."""
         if not self._events:
             return None
-        counts, events = self._counts, self._events
-        self._counts, self._events = {}, []
-        return len(events), join_counters(counts).encode(), join_entry(events)
+        taken = len(self._events), join_counters(self._counts).encode(), join_entry(self._events)
+        self._counts, self._events = {}, []  # only now: a failed join leaves the batch open
+        return taken
 
     def seed(self, high: int, low: int) -> None:
         self._encoder.ids.seed(high, low)

@@ -137,6 +137,7 @@ class ClickRecorder:
         self._replay: Any = None  # iterator over the claimed file's batches
         self._replay_head: Batch | None = None
         self._dropping = 0  # clicks dropped in the current episode; 0 when none
+        self._take_failing = False  # the last take() of the open batch failed (logged once)
         # Per shard: markers of flushes whose replies came back, deleted by the next call there.
         self._spent: dict[int, list[str]] = collections.defaultdict(list)
 
@@ -313,9 +314,16 @@ class ClickRecorder:
         try:
             taken = self._encoder.take()
         except Exception:
-            log.exception("open click batch could not be taken")
-            self._drop(clicks, "error")
+            # Both encoders leave the open batch as it was when take() fails (MemoryError): a
+            # later take gets it. After close() none will, so then it is dropped, counted.
+            if self._closed:
+                log.exception("open click batch could not be taken at close")
+                self._drop(clicks, "error")
+            elif not self._take_failing:
+                log.exception("open click batch could not be taken; kept open for the next flush")
+            self._take_failing = True
             return []
+        self._take_failing = False
         if taken is None:
             return []
         clicks, counters, entry = taken

@@ -464,6 +464,47 @@ def test_record_encodes_into_the_open_batch_sealed_at_the_batch_size(
     assert after == [100, 100, 50] and reopened == 1
 
 
+class TakeFailsOnce:
+    """The recorder's encoder, whose first ``take`` fails as a failed allocation does: raising
+    ``MemoryError`` with the open batch left as it was (tests/test_encoder_limits.py)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder, self.failed = encoder, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
+
+    def take(self) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise MemoryError
+        return self.encoder.take()
+
+
+def test_a_failed_take_keeps_the_open_batch_for_the_next_flush(
+    click_settings: Settings, db9_url: str
+) -> None:
+    settings = click_settings.replace(click_flush_interval_ms=60_000, click_flush_max_events=5000)
+    link = make_link()
+    dropped = REGISTRY.get_sample_value("linkedge_clicks_dropped_total", {"reason": "error"}) or 0
+
+    async def go() -> tuple[list[int], list[int]]:
+        rec = ClickRecorder(settings, client_for(db9_url))
+        rec._encoder = TakeFailsOnce(rec._encoder)
+        for _ in range(30):
+            rec.record(link, make_scope(), "https://example.com/x")
+        rec._seal()
+        failed = [batch.clicks for batch in rec._batches]
+        rec.record(link, make_scope(), "https://example.com/x")
+        rec._seal()
+        return failed, [batch.clicks for batch in rec._batches]
+
+    failed, after = asyncio.run(go())
+    assert failed == [] and after == [31]
+    now = REGISTRY.get_sample_value("linkedge_clicks_dropped_total", {"reason": "error"}) or 0
+    assert now == dropped  # nothing was lost, so nothing is counted as dropped
+
+
 def test_one_stream_entry_per_flush_holds_its_events(
     click_settings: Settings, db9_url: str
 ) -> None:

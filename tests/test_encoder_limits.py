@@ -4,6 +4,10 @@
   (``clickencoder.TAILS_BYTES``): 10,000 distinct 300 KB user agents, and 20,000 distinct header
   sets just short of the cuts, leave the process's resident memory within ``RSS_BOUND`` of where
   it started.
+- When an allocation fails inside ``record`` or ``take`` of the C encoder (the address space
+  capped with ``RLIMIT_AS``), the call raises ``MemoryError`` and the open batch stays as it was:
+  once memory is back, ``take`` returns every click that ``record`` accepted, each line a whole
+  event, the counters adding up to the same number.
 """
 
 from __future__ import annotations
@@ -64,6 +68,44 @@ print(json.dumps({"start": start, "after_huge": after_huge, "end": rss(),
                   "huge": huge, "near": near}))
 """
 
+ALLOCATION = """
+encoder = new_encoder((), "c")
+agent = b"Mozilla/5.0 " + b"a" * 1500
+request = scope(agent)
+encoder.record(LINK, request, LINK.url)
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+with open("/proc/self/statm") as statm:
+    size = int(statm.read().split()[0]) * PAGE
+recorded = failed = 0
+resource.setrlimit(resource.RLIMIT_AS, (size + 48 * 1024 * 1024, hard))
+for _ in range(200_000):
+    try:
+        encoder.record(LINK, request, LINK.url)
+    except MemoryError:
+        failed += 1
+        if failed >= 20:
+            break
+    else:
+        recorded += 1
+take_failed = False
+with open("/proc/self/statm") as statm:  # no room left for a copy of the entry
+    size = int(statm.read().split()[0]) * PAGE
+resource.setrlimit(resource.RLIMIT_AS, (size + 1024 * 1024, hard))
+try:
+    encoder.take()
+except MemoryError:
+    take_failed = True
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+clicks, counters, entry = encoder.take()
+lines = events.split_entry(entry)
+decoded = [events.decode(line) for line in lines]
+total = sum(int(line.split()[1]) for line in counters.decode().splitlines())
+print(json.dumps({"recorded": recorded + 1, "failed": failed, "take_failed": take_failed,
+                  "clicks": clicks, "lines": len(lines), "decoded": len(decoded),
+                  "counted": total, "agents": len({click.user_agent for click in decoded})}))
+"""
+
+
 def run(script: str, *args: str) -> dict[str, object]:
     code = textwrap.dedent(PRELUDE) + textwrap.dedent(script)
     done = subprocess.run(
@@ -84,3 +126,14 @@ def test_hostile_header_sets_leave_memory_bounded(kind: str) -> None:
     start, after_huge, end = (int(seen[key]) for key in ("start", "after_huge", "end"))  # type: ignore[call-overload]
     assert after_huge - start < RSS_BOUND, seen
     assert end - start < RSS_BOUND, seen
+
+
+def test_failed_allocations_leave_the_open_batch_whole() -> None:
+    if clickencoder._clickfast is None:
+        pytest.skip("edge._clickfast not built here")
+    seen = run(ALLOCATION)
+    assert seen["failed"] == 20, seen  # the cap was reached: record raised MemoryError
+    assert seen["take_failed"], seen
+    recorded = seen["recorded"]
+    assert seen["clicks"] == seen["lines"] == seen["decoded"] == seen["counted"] == recorded, seen
+    assert seen["agents"] == 1, seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ PRODUCTION = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text(
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas we have.
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
 # Custom resources: no schema in kubernetes-validate; their shape is checked by hand below.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 SETTINGS_ENV = {field.name.upper() for field in dataclasses.fields(Settings)}
 STORE_ENV = {"REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL"}
 
@@ -144,13 +145,19 @@ def test_config_checksum_rolls_every_deployment_when_config_changes() -> None:
 
 
 def test_secret_checksum_changes_with_a_store_url() -> None:
-    def checksums(values: dict[str, Any] | None) -> set[str]:
-        return {
+    token = {"analytics": {"token": "fixed-token"}}  # else a random one per render
+
+    def checksums(values: dict[str, Any]) -> set[str]:
+        found = {
             d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
             for d in find(render(values), "Deployment")
         }
+        assert len(found) == 1, "every Deployment sees the same Secret"
+        return found
 
-    assert checksums(None) != checksums({"stores": {"redisUrl": "redis://other-redis:6379/0"}})
+    assert checksums(token) == checksums(token)
+    assert checksums(token) != checksums({**token, "stores": {"redisUrl": "redis://other:6379/0"}})
+    assert checksums(token) != checksums({"analytics": {"token": "another-token"}})
 
 
 @pytest.mark.parametrize(
@@ -162,8 +169,11 @@ def test_secret_checksum_changes_with_a_store_url() -> None:
         {"edge": {"autoscaling": {"enabled": True, "maxReplica": 3}}},
         {"stores": {"existingSecret": {"name": "x", "keys": {"redis": "REDIS"}}}},
         {"edge": {"resources": {"requests": {"cpus": "1"}}}},
+        {"dashboards": {"enable": True}},
+        {"alerts": {"enabled": True, "label": {"release": "x"}}},
     ],
-    ids=["top-level", "edge", "config", "autoscaling", "secret-keys", "resources"],
+    ids=["top-level", "edge", "config", "autoscaling", "secret-keys", "resources", "dashboards",
+         "alerts"],
 )
 def test_unknown_values_key_is_rejected(values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError, match="additional properties"):
@@ -350,3 +360,99 @@ def test_image_by_digest() -> None:
         "containers"
     ]
     assert default["image"] == "linkedge:0.1.0"
+
+
+def test_analytics_token_reaches_edge_and_analytics_from_one_secret_key() -> None:
+    docs = render()
+    refs = {
+        name: _env(docs, f"linkedge-{name}")["ANALYTICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+        for name in ("edge", "analytics")
+    }
+    assert refs["edge"] == refs["analytics"] == {"name": "linkedge-stores", "key": "ANALYTICS_TOKEN"}
+    assert "ANALYTICS_TOKEN" not in _env(docs, "linkedge-aggregator")
+    generated = one(docs, "Secret", "linkedge-stores")["stringData"]["ANALYTICS_TOKEN"]
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", generated)
+    assert generated != one(render(), "Secret", "linkedge-stores")["stringData"]["ANALYTICS_TOKEN"]
+    assert generated not in yaml.safe_dump(one(docs, "ConfigMap", "linkedge"))
+
+    docs = render({"analytics": {"token": "t0ken-from-values"}})
+    assert one(docs, "Secret", "linkedge-stores")["stringData"]["ANALYTICS_TOKEN"] == (
+        "t0ken-from-values"
+    )
+    assert "t0ken-from-values" not in yaml.safe_dump(one(docs, "ConfigMap", "linkedge"))
+
+    # From the user's Secret, required: analytics must not run with its data routes unguarded.
+    production = render(PRODUCTION)
+    for name in ("edge", "analytics"):
+        ref = _env(production, f"linkedge-{name}")["ANALYTICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "linkedge-stores", "key": "analytics-token"}
+
+
+def _dashboard_configmaps(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in find(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
+
+
+def test_dashboards_ship_as_configmaps_only_when_enabled() -> None:
+    assert _dashboard_configmaps(render()) == []
+    files = {p.name: json.loads(p.read_text()) for p in (CHART / "dashboards").glob("*.json")}
+    assert set(files) == {"linkedge-clicks.json", "linkedge-operations.json"}
+    docs = render(
+        {
+            "dashboards": {
+                "enabled": True,
+                "labels": {"team": "links"},
+                "annotations": {"grafana_folder": "Links"},
+            }
+        }
+    )
+    configmaps = _dashboard_configmaps(docs)
+    assert len(configmaps) == len(files)
+    shipped = {}
+    for configmap in configmaps:
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert configmap["metadata"]["labels"]["team"] == "links"
+        assert configmap["metadata"]["annotations"] == {"grafana_folder": "Links"}
+        assert len(json.dumps(configmap)) < 1_000_000  # a ConfigMap holds at most 1 MiB
+        for key, text in configmap["data"].items():
+            shipped[key] = json.loads(text)
+    assert shipped == files
+    for kube_version in KUBE_VERSIONS:
+        for configmap in configmaps:
+            kubernetes_validate.validate(configmap, kube_version, strict=True)
+
+
+def _rule_groups() -> list[dict[str, Any]]:
+    return yaml.safe_load((CHART / "alerts" / "linkedge-rules.yaml").read_text())["groups"]  # type: ignore[no-any-return]
+
+
+def test_alert_rules_ship_as_a_prometheus_rule_only_when_enabled() -> None:
+    assert find(render(), "PrometheusRule") == []
+    docs = render({"alerts": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}})
+    (rule,) = find(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == "linkedge"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert set(rule["spec"]) == {"groups"}
+    # The file promtool tests, as it is, for a release whose names are the default ones.
+    assert rule["spec"]["groups"] == _rule_groups()
+
+
+def test_alert_rules_name_the_releases_own_deployments() -> None:
+    docs = render({"alerts": {"enabled": True}}, name="links")
+    (rule,) = find(docs, "PrometheusRule")
+    deployments = {d["metadata"]["name"] for d in find(docs, "Deployment")}
+    assert deployments == {"links-linkedge-edge", "links-linkedge-aggregator", "links-linkedge-analytics"}
+    selectors = []
+    for shipped, tested in zip(rule["spec"]["groups"], _rule_groups(), strict=True):
+        for shipped_rule, tested_rule in zip(shipped["rules"], tested["rules"], strict=True):
+            if shipped_rule == tested_rule:
+                continue
+            assert shipped_rule["alert"] == "LinkedgeProcessNotReady"
+            (selector,) = re.findall(r'deployment=~"([^"]+)"', shipped_rule["expr"])
+            selectors.append(selector)
+            assert shipped_rule["expr"].replace(selector, "linkedge-(edge|aggregator|analytics)") == (
+                tested_rule["expr"]
+            )
+    (selector,) = selectors
+    assert {d for d in deployments if re.fullmatch(selector, d)} == deployments
+    assert not re.fullmatch(selector, "linkedge-edge")  # another release's

@@ -85,6 +85,33 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end -}}
 
+{{/*
+The analytics port's shared secret, for the chart's own Secret: analytics.token when set; else the
+one already in the release's Secret (so an upgrade keeps it); else a random one, made once per
+render (kept in .Values so the Secret and the checksums of one render agree). `helm template`
+sees no cluster, so with GitOps set analytics.token or use stores.existingSecret.
+*/}}
+{{- define "linkedge.analyticsToken" -}}
+{{- if not .Values.analytics.token -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "linkedge.storesSecretName" .) -}}
+{{- $kept := "" -}}
+{{- if $existing -}}
+{{- $kept = index ($existing.data | default dict) "ANALYTICS_TOKEN" | default "" | b64dec -}}
+{{- end -}}
+{{- $_ := set .Values.analytics "token" ($kept | default (randAlphaNum 48)) -}}
+{{- end -}}
+{{- .Values.analytics.token -}}
+{{- end -}}
+
+{{/* ANALYTICS_TOKEN for the edge and analytics, from the same Secret key. */}}
+{{- define "linkedge.analyticsTokenEnv" -}}
+- name: ANALYTICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "linkedge.storesSecretName" . }}
+      key: {{ ternary .Values.stores.existingSecret.keys.analyticsToken "ANALYTICS_TOKEN" (ne .Values.stores.existingSecret.name "") }}
+{{- end -}}
+
 {{/* Pod annotations shared by the Deployments: config checksum, scrape hints, the user's own. */}}
 {{- define "linkedge.podAnnotations" -}}
 {{- $root := .root -}}

@@ -60,6 +60,7 @@ spec:
             {{- include "linkedge.storeEnv" (dict "root" $root) | nindent 12 }}
             {{- if eq .component "analytics" }}
             {{- include "linkedge.visitorSaltEnv" $root | nindent 12 }}
+            {{- include "linkedge.analyticsTokenEnv" $root | nindent 12 }}
             {{- end }}
           {{- include "linkedge.probes" "http" | nindent 10 }}
           resources:

@@ -2,9 +2,12 @@
 
 State lives under ``LINKEDGE_HOME`` (default ``.linkedge``) and is kept across runs: the store data,
 the ports picked for the embedded stores (``ports.json``, reused while still free so that URLs stay
-stable), and ``run.env`` with the URLs and the demo API key. ``up.json`` lists the pid of every
-process this run started, each the leader of its own process group: a later run uses it to clean
-up after one that was SIGKILLed, and the tests use it to check that a stop leaves nothing behind.
+stable), and ``run.env`` with the URLs, the demo API key, the visitor-salt secret (made when none is
+given) and ``ANALYTICS_TOKEN`` (the shared secret of the analytics port's data routes: made when
+none is given, in the environment of the edge, the aggregator and analytics, and read from run.env
+by ``linkedge reconcile``). ``up.json`` lists the pid of every process this run started, each the
+leader of its own process group: a later run uses it to clean up after one that was SIGKILLed, and
+the tests use it to check that a stop leaves nothing behind.
 
 Stopping (Ctrl-C, SIGTERM, SIGHUP): the edge, the aggregator and analytics get SIGTERM and up to
 ``STOP_TIMEOUT_S`` to drain, then whatever is left of their groups gets SIGKILL; then Postgres and
@@ -116,6 +119,10 @@ class Stack:
         key = asyncio.run(ensure_demo(env["DATABASE_URL"], previous.get("LINKEDGE_API_KEY")))
         if not self.settings.visitor_salt_secret:  # kept across runs, so visitor counts stay comparable
             env["VISITOR_SALT_SECRET"] = previous.get("VISITOR_SALT_SECRET") or secrets.token_urlsafe(32)
+        # Written even when given, so a shell that sources run.env can run `linkedge reconcile`.
+        env["ANALYTICS_TOKEN"] = (
+            self.settings.analytics_token.get() or previous.get("ANALYTICS_TOKEN") or secrets.token_urlsafe(32)
+        )
         edge_url = self.settings.replace(port=ports["PORT"]).base_url
         write_env_file(self.run_env, {"LINKEDGE_URL": edge_url, "LINKEDGE_API_KEY": key, **env})
         child_env = {**os.environ, **env, **{name: str(port) for name, port in ports.items()}}

@@ -27,7 +27,9 @@ from linkedge import apikeys
 from linkedge.embedded import free_port
 from linkedge.stack import DEMO_CODE, DEMO_TARGET, ensure_demo, read_env_file, write_env_file
 
-STORE_VARS = ("REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL", "ANALYTICS_URL", "VISITOR_SALT_SECRET")
+STORE_VARS = (
+    "REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL", "ANALYTICS_URL", "VISITOR_SALT_SECRET", "ANALYTICS_TOKEN",
+)
 
 
 def up_env(home: Path, **extra: str) -> dict[str, str]:
@@ -138,6 +140,12 @@ def eventually(read: Callable[[], object], expected: object, timeout: float = 20
     return value
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with, from /proc."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
 def db_fetchval(dsn: str, sql: str, *args: object) -> object:
     async def go() -> object:
         conn = await asyncpg.connect(dsn, timeout=10)
@@ -164,6 +172,9 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
     assert env["CLICKHOUSE_URL"] == f"chdb://{home / 'clickhouse'}"
     assert (home / "run.env").stat().st_mode & 0o077 == 0
     assert len(env["VISITOR_SALT_SECRET"]) >= 32
+    assert len(env["ANALYTICS_TOKEN"]) >= 32  # secrets.token_urlsafe(32): 43 characters
+    for app in ("edge", "analytics"):
+        assert environ_of(pids[app]).get("ANALYTICS_TOKEN") == env["ANALYTICS_TOKEN"], app
     with redis.Redis.from_url(env["REDIS_URL"]) as client:
         assert client.ping()
     assert db_fetchval(env["DATABASE_URL"], "SELECT count(*) FROM schema_migrations") > 0
@@ -195,7 +206,8 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
             env["DATABASE_URL"], "SELECT coalesce(max(clicks), 0) FROM link_click_totals WHERE link_id = $1", link_id
         ),
         "clickhouse": httpx.get(
-            f"{env['ANALYTICS_URL']}/internal/link-counts", params={"link_id": link_id}, timeout=10
+            f"{env['ANALYTICS_URL']}/internal/link-counts", params={"link_id": link_id}, timeout=10,
+            headers={"Authorization": f"Bearer {env['ANALYTICS_TOKEN']}"},
         ).json().get("distinct_clicks"),
     }
     assert eventually(counts, expected) == expected
@@ -207,6 +219,11 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
         capture_output=True, text=True, check=True, cwd=ROOT,
     )
     assert shell.stdout.split() == [env["DATABASE_URL"], env["LINKEDGE_URL"]]
+    reconciled = subprocess.run(
+        ["bash", "-c", f"set -a; . {home / 'run.env'}; set +a; {sys.executable} -m linkedge.cli reconcile"],
+        check=False, capture_output=True, text=True, cwd=ROOT, env=up_env(home), timeout=120,
+    )
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
 
     up.process.proc.send_signal(signal.SIGTERM)
     assert up.exit_code() == 0, up.process.output()[-4000:]
@@ -230,6 +247,8 @@ def test_second_up_reuses_key_and_ports_and_a_dead_child_stops_the_stack(
     after = up.env()
     assert after["LINKEDGE_API_KEY"] == before["LINKEDGE_API_KEY"]
     assert after["VISITOR_SALT_SECRET"] == before["VISITOR_SALT_SECRET"]
+    assert after["ANALYTICS_TOKEN"] == before["ANALYTICS_TOKEN"]
+    assert environ_of(pids["analytics"]).get("ANALYTICS_TOKEN") == before["ANALYTICS_TOKEN"]
     assert after["REDIS_URL"] == before["REDIS_URL"]  # the saved ports were free, so reused
     assert after["DATABASE_URL"] == before["DATABASE_URL"]
     assert db_fetchval(

@@ -304,6 +304,33 @@ CASES: dict[str, list[Case]] = {
             "15m",
         ),
     ],
+    "LinkedgeMetricsDown": [
+        Case(
+            "an analytics pod not answering /metrics",
+            {
+                'up{namespace="links",job="linkedge-analytics",pod="linkedge-analytics-1"}': "1 0x10",
+                'up{namespace="links",job="linkedge-edge",pod="linkedge-edge-1"}': "1x10",
+            },
+            "8m",
+            [
+                fired(
+                    "linkedge-analytics-1 (linkedge-analytics) in links has not answered /metrics "
+                    "for 5 minutes: the process is down, or its port is unreachable.",
+                    job="linkedge-analytics",
+                    pod="linkedge-analytics-1",
+                    **NS,
+                )
+            ],
+        ),
+        Case(
+            "a missed scrape, and another release's target down",
+            {
+                'up{namespace="links",job="linkedge-edge",pod="linkedge-edge-1"}': "1 1 0 1 1 1 1 1 1 1",
+                'up{namespace="links",job="otherapp-edge",pod="otherapp-edge-1"}': "0x10",
+            },
+            "8m",
+        ),
+    ],
 }
 
 

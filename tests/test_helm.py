@@ -442,17 +442,20 @@ def test_alert_rules_name_the_releases_own_deployments() -> None:
     (rule,) = find(docs, "PrometheusRule")
     deployments = {d["metadata"]["name"] for d in find(docs, "Deployment")}
     assert deployments == {"links-linkedge-edge", "links-linkedge-aggregator", "links-linkedge-analytics"}
-    selectors = []
+    # The chart's ServiceMonitor gives scraped series the Service's name as job.
+    services = {d["metadata"]["name"] for d in find(docs, "Service")}
+    assert services == deployments
+    changed = {}
     for shipped, tested in zip(rule["spec"]["groups"], _rule_groups(), strict=True):
         for shipped_rule, tested_rule in zip(shipped["rules"], tested["rules"], strict=True):
             if shipped_rule == tested_rule:
                 continue
-            assert shipped_rule["alert"] == "LinkedgeProcessNotReady"
-            (selector,) = re.findall(r'deployment=~"([^"]+)"', shipped_rule["expr"])
-            selectors.append(selector)
+            (selector,) = re.findall(r'(?:deployment|job)=~"([^"]+)"', shipped_rule["expr"])
+            changed[shipped_rule["alert"]] = selector
             assert shipped_rule["expr"].replace(selector, "linkedge-(edge|aggregator|analytics)") == (
                 tested_rule["expr"]
             )
-    (selector,) = selectors
-    assert {d for d in deployments if re.fullmatch(selector, d)} == deployments
-    assert not re.fullmatch(selector, "linkedge-edge")  # another release's
+    assert set(changed) == {"LinkedgeProcessNotReady", "LinkedgeMetricsDown"}
+    for selector in changed.values():
+        assert {d for d in deployments if re.fullmatch(selector, d)} == deployments
+        assert not re.fullmatch(selector, "linkedge-edge")  # another release's

@@ -184,7 +184,7 @@ class Seed:
 
 SEEDS = [
     # Account 1 inside the range: 6 human clicks (3 US iPhone, 2 GB desktop, 1 AU desktop) and 3
-    # bot clicks (2 Googlebot, 1 HEAD from the iPhone), on two links; 4 visitor hashes.
+    # bot clicks (2 Googlebot, 1 HEAD from the iPhone), on two links; 3 human visitor hashes.
     Seed("10:00", 1, 101, "spring-sale", "8.8.8.8", IPHONE, HN, SPRING_HN),
     Seed("10:05", 1, 101, "spring-sale", "8.8.8.8", IPHONE, HN, SPRING_HN, again=True),
     Seed("11:30", 1, 101, "spring-sale", "8.8.8.8", IPHONE, HN, SPRING_HN),
@@ -340,8 +340,8 @@ def test_totals_count_each_click_once_for_the_selected_accounts(answers: dict[st
     assert _one(answers, "Clicks") == 9
     assert _one(answers, "Human clicks") == 6
     assert _one(answers, "Bot clicks") == 3
-    # iPhone@US (its HEAD too), desktop@GB, desktop@AU, Googlebot@US.
-    assert _one(answers, "Visitors") == 4
+    # Human clicks' hashes: iPhone@US, desktop@GB, desktop@AU (not Googlebot, nor the HEAD).
+    assert _one(answers, "Visitors") == 3
     assert _one(answers, "Clicks (accounts 1, 2)") == 10
 
 

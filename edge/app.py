@@ -10,17 +10,26 @@ the lifespan, once per worker.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from edge.api import build_api
+from edge.clickencoder import kind_of
+from edge.metrics import BUILD_INFO
 from edge.redirect import RedirectHandler, no_answer
 from edge.resources import Resources
+from linkedge import __version__
 from linkedge.settings import Settings
 
+log = logging.getLogger("linkedge.edge")
+
 # First path segments that are never short codes: the API app owns them.
-RESERVED = frozenset({"api", "healthz", "readyz", "metrics", "favicon.ico", "robots.txt", "static", "docs"})
+RESERVED = frozenset(
+    {"api", "healthz", "readyz", "metrics", "favicon.ico", "robots.txt", "static", "docs", "dashboard"}
+)
 
 
 class EdgeApp:
@@ -58,6 +67,7 @@ class EdgeApp:
                     self.redirect = RedirectHandler(self.resources)
                     self.answer = self.redirect.hot_path(RESERVED)
                     self.api = build_api(self.resources, reserved=RESERVED)
+                    announce(self.resources, hot="python" if self.answer is no_answer else "c")
                 except Exception as exc:  # report to the server, which exits
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     raise
@@ -68,6 +78,14 @@ class EdgeApp:
                     await self.resources.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def announce(resources: Resources, hot: str) -> None:
+    """Say which click encoder and redirect path this worker runs: in its start-up log line and
+    as labels of ``linkedge_build_info``."""
+    encoder = kind_of(resources.clicks.encoder)
+    BUILD_INFO.labels(version=__version__, encoder=encoder, hot_path=hot).set(1)
+    log.info("edge worker started", extra={"pid": os.getpid(), "encoder": encoder, "hot_path": hot})
 
 
 def create_app() -> EdgeApp:

@@ -21,6 +21,7 @@ a C compiler is found; the image's build stage has one) and ``CLICK_ENCODER`` is
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -45,8 +46,13 @@ from linkedge.settings import CLICK_ENCODERS, ConfigError
 
 try:
     import edge._clickfast as _clickfast  # noqa: PLR0402 -- mypy finds the stub only so
-except ImportError:  # not compiled here: the Python encoder does the same work, slower
+except ImportError as exc:  # not compiled here: the Python encoder does the same work, slower
     _clickfast = None  # type: ignore[assignment]
+    C_MISSING = f"edge._clickfast cannot be imported ({exc})"
+else:
+    C_MISSING = ""
+
+log = logging.getLogger("linkedge.edge")
 
 TAILS_CACHED = 4096  # distinct header sets remembered (bot or not, event tail); cleared when full
 TAILS_BYTES = 16 * 1024 * 1024  # ... or when their values and tails would pass this many bytes
@@ -232,7 +238,14 @@ def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
     if kind not in CLICK_ENCODERS:
         raise ConfigError(f"CLICK_ENCODER: one of {', '.join(CLICK_ENCODERS)}, got {kind!r}")
     python = ClickEncoder(trusted)
-    if kind == "python" or (kind == "auto" and _clickfast is None):
+    if kind == "python":
+        return python
+    if kind == "auto" and _clickfast is None:
+        log.warning(
+            "CLICK_ENCODER=auto: using the Python click encoder and redirect path, about half "
+            "the throughput of the C ones; reinstall with a C compiler (make rebuilds it)",
+            extra={"reason": C_MISSING},
+        )
         return python
     if _clickfast is None:
         raise ConfigError(
@@ -256,6 +269,12 @@ def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
         links_kept=LINKS_CACHED,
     )
     return fast
+
+
+def kind_of(encoder: Encoder) -> str:
+    """``"c"`` or ``"python"``: which encoder ``new_encoder`` gave (logged, and a label of
+    ``linkedge_build_info``)."""
+    return "c" if _clickfast is not None and isinstance(encoder, _clickfast.Encoder) else "python"
 
 
 def reseed(encoder: Encoder) -> None:

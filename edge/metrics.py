@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from linkedge import __version__
 
 REDIRECTS = Counter("linkedge_redirects_total", "Redirect requests answered, by HTTP status", ["status"])
 CACHE_LOOKUPS = Counter(
@@ -58,5 +57,10 @@ BAD_LINK_RECORDS = Counter(
 RATE_LIMIT_ERRORS = Counter(
     "linkedge_rate_limit_errors_total", "API requests let through unlimited because Redis failed"
 )
-BUILD_INFO = Gauge("linkedge_build_info", "Build information", ["version"], multiprocess_mode="max")
-BUILD_INFO.labels(version=__version__).set(1)
+BUILD_INFO = Gauge(
+    "linkedge_build_info",
+    "Build information: version, the click encoder and the redirect path of the edge's workers "
+    "(c, or python when the C module is not built or not chosen); set by each worker at start",
+    ["version", "encoder", "hot_path"],
+    multiprocess_mode="max",
+)

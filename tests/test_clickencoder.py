@@ -332,3 +332,19 @@ def test_reseed_gives_the_c_encoder_and_its_fallback_their_own_ids() -> None:
     encoder.add(1_767_000_000.0, LINKS[0], {"headers": [("x", "y")]}, "https://e/", {}, out)
     first, second = (events.decode(raw).id for raw in out)
     assert first[:19] != second[:19]  # different random bits, not just the next counter value
+
+
+def test_auto_without_the_c_module_warns_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(clickencoder, "_clickfast", None)
+    monkeypatch.setattr(clickencoder, "C_MISSING", "edge._clickfast cannot be imported (gone)")
+    with caplog.at_level("WARNING", logger="linkedge.edge"):
+        encoder = new_encoder(TRUSTED, "auto")
+    assert clickencoder.kind_of(encoder) == "python"
+    (record,) = [r for r in caplog.records if "CLICK_ENCODER=auto" in r.getMessage()]
+    assert record.levelname == "WARNING" and "(gone)" in record.reason  # type: ignore[attr-defined]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="linkedge.edge"):
+        assert clickencoder.kind_of(new_encoder(TRUSTED, "python")) == "python"
+    assert not caplog.records  # asked for by name: nothing to warn about

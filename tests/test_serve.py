@@ -113,3 +113,22 @@ def test_granian_flags_follow_the_settings(tmp_path: Path) -> None:
     assert flags["--loop"] == "uvloop" and flags["--http"] == "1"
     assert {"--no-ws", "--respawn-failed-workers", "--no-access-log"} <= set(argv)
     assert multiproc_dir(Settings(port=8123)).name == "linkedge-prometheus-edge-8123"
+
+
+@pytest.mark.parametrize(("encoder", "hot"), [("auto", "c"), ("python", "python")])
+def test_each_worker_says_which_encoder_and_redirect_path_it_runs(
+    start_edge: Callable[..., Edge], encoder: str, hot: str
+) -> None:
+    from edge import clickencoder
+
+    if encoder == "auto" and clickencoder._clickfast is None:
+        pytest.skip("edge._clickfast not built here")
+    edge = start_edge(workers=1, CLICK_ENCODER=encoder)
+    kind = "c" if encoder == "auto" else "python"
+    wait_until(lambda: '"msg":"edge worker started"' in edge.process.output())
+    line = next(
+        line for line in edge.process.output().splitlines() if '"edge worker started"' in line
+    )
+    assert f'"encoder":"{kind}"' in line and f'"hot_path":"{hot}"' in line
+    metrics = httpx.get(f"{edge.url}/metrics").text
+    assert f'linkedge_build_info{{encoder="{kind}",hot_path="{hot}",version=' in metrics

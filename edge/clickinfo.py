@@ -44,15 +44,19 @@ def request_tail(
     return bot != bots.HUMAN, tail
 
 
-def trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
-    """``TRUSTED_PROXIES`` as networks; a malformed entry is a ``ConfigError`` naming it."""
+def trusted_networks(
+    entries: tuple[str, ...], variable: str = "TRUSTED_PROXIES"
+) -> tuple[Network, ...]:
+    """``TRUSTED_PROXIES`` (or another ``variable``) as networks; a malformed entry is a
+    ``ConfigError`` naming the variable and the entry."""
     try:
         return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
     except ValueError as exc:
-        raise ConfigError(f"TRUSTED_PROXIES: {exc}") from exc
+        raise ConfigError(f"{variable}: {exc}") from exc
 
 
-def _trusted(address: str, networks: tuple[Any, ...]) -> bool:
+def in_networks(address: str, networks: tuple[Any, ...]) -> bool:
+    """Whether ``address`` (an IPv4-mapped IPv6 address as its IPv4 one) is in ``networks``."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -65,7 +69,7 @@ def _trusted(address: str, networks: tuple[Any, ...]) -> bool:
 def client_ip(peer: str, forwarded: list[str], networks: tuple[Any, ...]) -> str:
     """The client address: the peer, unless it is a trusted proxy; then the right-most address
     of ``X-Forwarded-For`` that is not itself a trusted proxy (the left-most when all are)."""
-    if not forwarded or not networks or not _trusted(peer, networks):
+    if not forwarded or not networks or not in_networks(peer, networks):
         return peer
     address = peer
     for hop in reversed(",".join(forwarded).split(",")):
@@ -75,7 +79,7 @@ def client_ip(peer: str, forwarded: list[str], networks: tuple[Any, ...]) -> str
         except ValueError:  # garbage from the client side: the last trusted hop is what we know
             break
         address = hop
-        if not _trusted(hop, networks):
+        if not in_networks(hop, networks):
             break
     return address
 

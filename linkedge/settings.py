@@ -96,6 +96,11 @@ class Settings:
     edge_workers: int = 0  # 0: the CPU count
     public_base_url: str = ""  # base of the short URLs the API returns; default http://HOST:PORT
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is believed (IPs/CIDRs)
+    # Peers the edge's /metrics answers (IPs/CIDRs): loopback and private ranges, where a scraper
+    # runs; never a request that came through a proxy (X-Forwarded-For, Forwarded).
+    metrics_allow: tuple[str, ...] = (
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7",
+    )  # fmt: skip
 
     # Redirect lookup tiers.
     cache_size: int = 100_000  # entries per worker, hits and misses together

@@ -9,10 +9,11 @@ from types import SimpleNamespace
 import asyncpg
 import httpx
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from edge.api import build_api
-from linkedge.settings import Settings
+from linkedge.settings import ConfigError, Settings
 from tests.conftest import Account, Edge, Stores, run
 
 API = "/api/v1"
@@ -112,3 +113,34 @@ def test_postgres_down_is_503_not_500(stores: Stores, account: Callable[..., Acc
     assert "retry" in listed.json()["detail"]
     assert ready.status_code == 503 and "postgres" in ready.json()["detail"]
     assert "redis" not in ready.json()["detail"]
+
+
+def test_metrics_only_to_allowed_peers_not_through_a_proxy(stores: Stores) -> None:
+    """The API app in-process, asked from several peer addresses."""
+
+    async def scrape(settings: Settings, peer: str, **headers: str) -> httpx.Response:
+        redis = aioredis.Redis.from_url(stores.redis_url)
+        resources = SimpleNamespace(settings=settings, pg=None, redis=redis, links=NullLinkStore())
+        app = build_api(resources, frozenset({"api"}))
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
+                return await client.get("/metrics", headers=headers)
+        finally:
+            await redis.aclose()
+
+    default = Settings()
+    for peer in ("127.0.0.1", "::1", "10.1.2.3", "172.20.0.9", "192.168.1.1", "fd12::1"):
+        assert run(scrape(default, peer)).status_code == 200, peer
+    for peer in ("203.0.113.7", "8.8.8.8", "2001:db8::1", "172.32.0.1"):
+        refused = run(scrape(default, peer))
+        assert refused.status_code == 403, peer
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "linkedge_" not in refused.text and "METRICS_ALLOW" in refused.json()["detail"]
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):  # a proxy's own address is private
+        assert run(scrape(default, "10.0.0.5", **{header: "203.0.113.7"})).status_code == 403
+    only = Settings.from_env({"METRICS_ALLOW": "203.0.113.0/24"})
+    assert run(scrape(only, "203.0.113.7")).status_code == 200
+    assert run(scrape(only, "127.0.0.1")).status_code == 403
+    with pytest.raises(ConfigError, match="METRICS_ALLOW"):
+        run(scrape(Settings.from_env({"METRICS_ALLOW": "10.0.0.0/8,not-a-network"}), "10.0.0.1"))

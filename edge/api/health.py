@@ -3,7 +3,9 @@
 ``/healthz``: the worker answers (no I/O), for liveness. ``/readyz``: Redis PING and Postgres
 ``SELECT 1`` within ``PROBE_TIMEOUT_S`` each, for readiness; a 503 problem names what is down.
 ``/metrics``: Prometheus text format, every worker's metrics merged when
-``PROMETHEUS_MULTIPROC_DIR`` is set (Granian runs several worker processes).
+``PROMETHEUS_MULTIPROC_DIR`` is set (Granian runs several worker processes), answered only to a
+peer in ``METRICS_ALLOW`` that did not come through a proxy; anyone else on the public port gets a
+403 problem.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edge.api.problems import Problem
+from edge.clickinfo import in_networks, trusted_networks
 
 PROBE_TIMEOUT_S = 1.0
+PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 _OK = b'{"status":"ok"}'
 
 
@@ -27,6 +31,7 @@ class HealthRoutes:
     def __init__(self, resources: Any) -> None:
         self.resources = resources
         self.multiproc_dir: str = resources.settings.prometheus_multiproc_dir
+        self.metrics_allow = trusted_networks(resources.settings.metrics_allow, "METRICS_ALLOW")
 
     def routes(self) -> list[Route]:
         return [
@@ -60,7 +65,17 @@ class HealthRoutes:
             return Problem(503, detail, headers={"Retry-After": "1"}).response(request.url.path)
         return Response(_OK, media_type="application/json")
 
+    def scraper(self, request: Request) -> bool:
+        """Whether ``request`` may read ``/metrics``: its peer is in ``METRICS_ALLOW`` and it did
+        not come through a proxy (whose own address may well be private)."""
+        if request.client is None or any(name in request.headers for name in PROXY_HEADERS):
+            return False
+        return in_networks(request.client.host, self.metrics_allow)
+
     async def metrics(self, request: Request) -> Response:
+        if not self.scraper(request):
+            detail = "/metrics is answered only to peers in METRICS_ALLOW, not through a proxy"
+            return Problem(403, detail).response(request.url.path)
         if self.multiproc_dir:
             registry = CollectorRegistry()
             collector = MultiProcessCollector  # untyped in prometheus-client

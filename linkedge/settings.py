@@ -115,6 +115,7 @@ class Settings:
     rate_limit_burst: int = 60  # requests a key may send at once above the sustained rate
     auth_lookups_per_minute: int = 600  # API keys one client IP may have looked up in Postgres
     auth_lookup_burst: int = 100  # ... at once, above that rate (cached keys are not counted)
+    allow_private_targets: bool = False  # targets may name loopback, private and local hosts
 
     # Click recording.
     click_flush_interval_ms: int = 10

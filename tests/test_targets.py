@@ -1,4 +1,6 @@
-"""Redirect targets: the edge refuses a stored record the API could not have written."""
+"""Redirect targets: the API's target policy (public hosts, no disguised numeric hosts, no
+mixed-script labels; ``ALLOW_PRIVATE_TARGETS``), and the edge's refusal of a stored record the API
+could not have written."""
 
 from __future__ import annotations
 
@@ -11,8 +13,13 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.api import validation
+from edge.api.problems import Problem
 from edge.records import LinkRecord
 from linkedge import keys
+from linkedge.settings import ConfigError, Settings
+from tests.conftest import Account, Db, Edge
+from tests.test_api_errors import assert_problem, links_of
 
 BAD_RECORDS = "linkedge_bad_link_records_total"
 
@@ -28,6 +35,142 @@ def edge_metric(edge: httpx.Client, name: str, **labels: str) -> float:
 
 def new_code() -> str:
     return "t" + secrets.token_hex(6)
+
+
+API = "/api/v1"
+
+# Target -> what the refusal says, with the default policy.
+PRIVATE = {
+    "http://127.0.0.1/": "loopback",
+    "http://[::1]/": "loopback",
+    "http://[::ffff:127.0.0.1]/": "loopback",  # IPv4-mapped
+    "http://[2002:7f00:1::]/": "loopback",  # 6to4 around 127.0.0.1
+    "http://10.0.0.1/": "private",
+    "http://172.16.5.4:8080/": "private",
+    "http://192.168.1.1./": "private",
+    "http://[fd00::1]/": "private",
+    "http://[64:ff9b::a00:1]/": "private",  # NAT64 around 10.0.0.1
+    "http://169.254.169.254/latest/meta-data/": "link-local",
+    "http://[fe80::1]/": "link-local",
+    "http://0.0.0.0/": "unspecified",
+    "http://[::]/": "unspecified",
+    "http://224.0.0.1/": "multicast",
+    "http://240.0.0.1/": "reserved",
+    "http://100.64.0.1/": "non-public",
+    "http://localhost/": "local name",
+    "http://LOCALHOST.:8000/": "local name",
+    "http://api.localhost/": "local name",
+    "http://printer.local/": "local name",
+    "http://db.internal/": "local name",
+    "http://nas.home.arpa/": "local name",
+    "http://intranet/": "single-label",
+}
+# Refused whatever ALLOW_PRIVATE_TARGETS says.
+DISGUISED = {
+    "http://0x7f.1/": "numeric host",
+    "http://2130706433/": "numeric host",
+    "http://0x7f000001/": "numeric host",
+    "http://017.0.0.1/": "numeric host",
+    "http://127.1/": "numeric host",
+    "http://1.2.3.4.5/": "numeric host",
+    "http://example.123/": "numeric host",
+    "http://ex\u0430mple.com/": "mixes Cyrillic and Latin",
+    "https://xn--exmple-4nf.com/": "mixes Cyrillic and Latin",  # the same, sent as punycode
+    "https://p\u0430ypal.com/": "mixes Cyrillic and Latin",
+    "https://g\u03bfogle.com/": "mixes Greek and Latin",
+    "https://xn--zz.com/": "not a valid internationalised label",
+}
+PUBLIC = {
+    "https://example.com/": "https://example.com/",
+    "http://93.184.215.14/x": "http://93.184.215.14/x",
+    "http://[2606:4700:4700::1111]/": "http://[2606:4700:4700::1111]/",
+    "https://1e100.net/": "https://1e100.net/",
+    "https://123.example/": "https://123.example/",
+    "http://b\u00fccher.example/": "http://xn--bcher-kva.example/",
+    "http://\u043c\u043e\u0441\u043a\u0432\u0430.\u0440\u0444/": "http://xn--80adxhks.xn--p1ai/",
+    "http://\u4f8b\u3048.\u30c6\u30b9\u30c8/": "http://xn--r8jz45g.xn--zckzah/",  # Han+Hiragana
+    "http://\ud55c\uad6dabc.kr/": "http://xn--abc-lt8lk11n.kr/",  # Hangul with Latin
+}
+
+
+@pytest.mark.parametrize(("url", "says"), sorted(PRIVATE.items()))
+def test_private_hosts_are_refused_by_default(url: str, says: str) -> None:
+    for field in ["url", "expired_url"]:
+        with pytest.raises(Problem) as caught:
+            validation.target_url(url, field)
+        assert caught.value.errors[0]["field"] == field
+        assert says in caught.value.detail and "public hosts only" in caught.value.detail
+    assert validation.target_url(url, allow_private=True).startswith("http://")
+
+
+@pytest.mark.parametrize(("url", "says"), sorted(DISGUISED.items()))
+def test_disguised_hosts_are_refused_whatever_the_setting(url: str, says: str) -> None:
+    for allow_private in [False, True]:
+        with pytest.raises(Problem) as caught:
+            validation.target_url(url, allow_private=allow_private)
+        assert says in caught.value.detail
+
+
+@pytest.mark.parametrize(("url", "stored"), sorted(PUBLIC.items()))
+def test_public_hosts_are_allowed(url: str, stored: str) -> None:
+    assert validation.target_url(url) == stored
+
+
+def test_the_setting_is_read_from_the_environment() -> None:
+    assert Settings().allow_private_targets is False
+    assert Settings.from_env({"ALLOW_PRIVATE_TARGETS": "true"}).allow_private_targets is True
+    with pytest.raises(ConfigError, match="ALLOW_PRIVATE_TARGETS"):
+        Settings.from_env({"ALLOW_PRIVATE_TARGETS": "maybe"})
+
+
+def test_the_api_refuses_private_targets_everywhere(
+    edge: httpx.Client, account: Callable[..., Account], db: Db
+) -> None:
+    who = account()
+    for url in ["http://0x7f.1/", "http://2130706433/", "http://[::1]/", "http://10.0.0.1/",
+                "http://localhost/", "http://ex\u0430mple.com/"]:
+        problem = assert_problem(
+            edge.post(f"{API}/links", json={"url": url}, headers=who.headers), 422
+        )
+        assert [e["field"] for e in problem["errors"]] == ["url"]
+        problem = assert_problem(
+            edge.post(
+                f"{API}/links",
+                json={"url": "https://example.com/", "expired_url": url},
+                headers=who.headers,
+            ),
+            422,
+        )
+        assert [e["field"] for e in problem["errors"]] == ["expired_url"]
+    bulk = edge.post(
+        f"{API}/links/bulk",
+        json={"links": [{"url": "http://127.0.0.1/"}, {"url": "https://example.com/"}]},
+        headers=who.headers,
+    )
+    assert [r["status"] for r in bulk.json()["results"]] == [422, 201]
+    code = bulk.json()["results"][1]["link"]["code"]
+    before = db.fetch("SELECT * FROM links WHERE code = $1", code)
+    assert_problem(
+        edge.patch(f"{API}/links/{code}", json={"url": "http://[::1]/"}, headers=who.headers),
+        422,
+    )
+    assert db.fetch("SELECT * FROM links WHERE code = $1", code) == before
+    assert links_of(db, who) == 1
+
+
+def test_allow_private_targets_lets_an_intranet_edge_store_them(
+    start_edge: Callable[..., Edge], account: Callable[..., Account]
+) -> None:
+    who = account()
+    edge = start_edge(workers=1, ALLOW_PRIVATE_TARGETS="true")
+    with edge.client() as client:
+        for url in ["http://10.0.0.1/", "http://localhost:8080/x", "http://[::1]/", "http://wiki/"]:
+            response = client.post(f"{API}/links", json={"url": url}, headers=who.headers)
+            assert response.status_code == 201, response.text
+            assert client.get(f"/{response.json()['code']}").headers["location"] == url
+        assert_problem(
+            client.post(f"{API}/links", json={"url": "http://0x7f.1/"}, headers=who.headers), 422
+        )
 
 
 # ---- records loaded from Redis or Postgres --------------------------------------------------

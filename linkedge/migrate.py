@@ -7,6 +7,8 @@ safe: the second waits, then finds nothing left to apply.
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import re
 from pathlib import Path
@@ -88,7 +90,7 @@ def _statements(sql: str) -> list[str]:
     return [p for p in parts if p]
 
 
-def migrate_clickhouse(url: str, client: object | None = None) -> list[str]:
+def migrate_clickhouse(url: str, client: Any = None) -> list[str]:
     """Apply pending ``schema/clickhouse`` migrations, recorded in ``schema_migrations``.
 
     The DDL uses ``IF NOT EXISTS`` throughout, so two processes racing here converge.
@@ -96,18 +98,18 @@ def migrate_clickhouse(url: str, client: object | None = None) -> list[str]:
     from linkedge.clickhouse import connect
 
     ch = client if client is not None else connect(url)
-    ch.command(  # type: ignore[attr-defined]
+    ch.command(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
         "applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version"
     )
-    done = {row[0] for row in ch.query("SELECT version FROM schema_migrations FINAL").result_rows}  # type: ignore[attr-defined]
+    done = {row[0] for row in ch.query("SELECT version FROM schema_migrations FINAL").result_rows}
     applied = []
     for number, path in migration_files("clickhouse"):
         if number in done:
             continue
         for statement in _statements(path.read_text()):
-            ch.command(statement)  # type: ignore[attr-defined]
-        ch.insert("schema_migrations", [[number, path.name]], column_names=["version", "name"])  # type: ignore[attr-defined]
+            ch.command(statement)
+        ch.insert("schema_migrations", [[number, path.name]], column_names=["version", "name"])
         log.info("applied clickhouse migration %s", path.name)
         applied.append(path.name)
     return applied

@@ -34,7 +34,7 @@ DEFAULT_HOST = os.environ.get("LINKEDGE_URL", "http://127.0.0.1:8000")
 log = logging.getLogger("linkedge.loadtest")
 
 
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("linkedge")
     group.add_argument(
@@ -81,7 +81,7 @@ class Popularity:
 popularity: Popularity | None = None
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]
 def load_codes(environment: Environment, **_: Any) -> None:
     """Every process that runs users reads the codes once (a distributed run's workers too)."""
     global popularity
@@ -199,7 +199,7 @@ class ApiUser(FastHttpUser):
                 resp.failure(f"status {resp.status_code}")
 
 
-@events.quitting.add_listener
+@events.quitting.add_listener  # type: ignore[untyped-decorator]
 def check_thresholds(environment: Environment, **_: Any) -> None:
     """Set the exit code from the totals: CI and `make loadtest` fail on a bad run."""
     if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:

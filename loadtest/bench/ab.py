@@ -30,6 +30,12 @@ from loadtest.bench.report import Series
 from loadtest.bench.run import HOT_CACHE, Bench, Config
 
 
+def started(server: stack.Server | None, what: str) -> stack.Server:
+    if server is None:
+        raise SystemExit(f"ab: {what} did not start")
+    return server
+
+
 def parse(argv: list[str]) -> list[tuple[str, str, dict[str, str]]]:
     specs = []
     for arg in argv:
@@ -76,7 +82,9 @@ def main(argv: list[str]) -> int:
         try:
             bench.pin_self()
             bench.start_stores()
-            bench.reference = bench.track(stack.start_reference(bench.tmp, bench.server_cpu))
+            bench.reference = started(
+                bench.track(stack.start_reference(bench.tmp, bench.server_cpu)), "the reference"
+            )
             bench.aggregator = stack.start_command("aggregator", bench.tmp, bench.env(), "aggregator")
             bench.procs.append(bench.aggregator)
             edges = {}
@@ -85,7 +93,9 @@ def main(argv: list[str]) -> int:
                 tree = trees[name]
                 stack.ROOT = tree  # the edge's working directory, so its own packages are imported
                 env = bench.env(PYTHONPATH=str(tree), **{**HOT_CACHE, **extra})
-                edges[name] = bench.track(stack.start_edge(name, bench.tmp, bench.server_cpu, env))
+                edges[name] = started(
+                    bench.track(stack.start_edge(name, bench.tmp, bench.server_cpu, env)), name
+                )
             stack.ROOT = root
             series = {name: Series(name) for name, _, _ in specs}
             names = list(series)

@@ -71,11 +71,11 @@ def _edge_app() -> Any:
     resources = type("Resources", (), {})()
     resources.clock = Clock()
     resources.links = LinkStore(
-        redis, None, settings,  # type: ignore[arg-type]
+        redis, None, settings,
         lambda link: Target.of(link, permanent_max_age_s=3600), clock=resources.clock,
     )  # fmt: skip
     resources.clicks = ClickRecorder(settings, redis)
-    encoder = getattr(resources.clicks, "_encoder", None)
+    encoder: Any = getattr(resources.clicks, "_encoder", None)
     if hasattr(encoder, "limit"):  # revisions with an open batch in the encoder: keep it open
         encoder.limit = 10**9
     resources.every_second = lambda _function: None
@@ -83,7 +83,7 @@ def _edge_app() -> Any:
         link = LinkRecord(id=i + 1, account_id=1, code=f"bn{i:06d}", url=f"https://example.com/{i}")
         resources.links.cache.put(link.code, resources.links.prepare(link))
     app = EdgeApp(settings)
-    app.redirect = RedirectHandler(resources)  # type: ignore[arg-type]
+    app.redirect = RedirectHandler(resources)
     if hasattr(app.redirect, "hot_path"):
         app.answer = app.redirect.hot_path(RESERVED)
     settle_gc()

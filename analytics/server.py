@@ -9,6 +9,9 @@ parameterised query.
 - ``GET /internal/link-counts?link_id=N``: one link counted every way (rows, FINAL, distinct,
   hourly rollup), for checking that replays did not duplicate anything.
 - ``GET /internal/hourly?link_id=N&since=YYYY-MM-DD``: the hourly series of a link from the rollup.
+- ``POST /internal/query``: an analytics query for the edge's API when ClickHouse is the embedded
+  engine: ``{"account_id", "link_id" (or null), "tags": [[link_id, [tag, ...]], ...], "query"}``,
+  the query checked again here (``linkedge.analyticsquery``), answered as the API answers it.
 
 Every ``/internal/*`` route requires ``Authorization: Bearer ANALYTICS_TOKEN`` (401 otherwise, and
 always when the token is empty); ``/metrics``, ``/healthz`` and ``/readyz`` are open.
@@ -24,18 +27,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.datastructures import QueryParams
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 from analytics.writer import ClickHouseWriter
+from linkedge import analyticsquery, analyticssql
 from linkedge.httpserve import BearerToken, HttpServer, json_response, probe_app, problem
 
 log = logging.getLogger("linkedge.analytics")
 
 QUERY_TIMEOUT_S = 30.0
+ANALYTICS_QUERY_TIMEOUT_S = 10.0  # the API's queries: the edge waits a little longer than this
 Handler = Callable[[QueryParams], Awaitable[Any]]
 
 
@@ -81,6 +87,7 @@ class AnalyticsServer:
             Route("/daily-counts", self._reader(self._daily_counts), methods=["GET"]),
             Route("/link-counts", self._reader(self._link_counts), methods=["GET"]),
             Route("/hourly", self._reader(self._hourly), methods=["GET"]),
+            Route("/query", self._analytics_query, methods=["POST"]),
         ]
         self.app = probe_app(
             self._readyz,
@@ -143,3 +150,49 @@ class AnalyticsServer:
         link_id, since = _link_id(query), _date(query, "since")
         series = await self._query(self.writer.hourly, link_id, since)
         return {"link_id": link_id, "since": since.isoformat(), "series": series}
+
+    async def _analytics_query(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+            scope = _scope(body)
+            query = analyticsquery.parse(body.get("query"))
+        except (orjson.JSONDecodeError, BadRequest) as exc:
+            return problem(400, f"not an analytics query request: {exc}")
+        except analyticsquery.QueryError as exc:
+            return problem(422, str(exc), errors=exc.errors)
+        try:
+            answer = await asyncio.wait_for(
+                asyncio.to_thread(
+                    analyticssql.run,
+                    self.writer,
+                    query,
+                    scope,
+                    timeout_s=ANALYTICS_QUERY_TIMEOUT_S,
+                ),
+                ANALYTICS_QUERY_TIMEOUT_S + 1,
+            )
+        except Exception as exc:  # noqa: BLE001 - ClickHouse failing or too slow: a 503
+            log.warning("analytics query failed: %s: %s", type(exc).__name__, exc)
+            return problem(503, f"ClickHouse query failed: {type(exc).__name__}")
+        return json_response(answer)
+
+
+def _scope(body: Any) -> analyticssql.Scope:
+    """Whose clicks: the account (and link) the edge authenticated, with its links' tags."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body is a JSON object")
+    account, link, tags = body.get("account_id"), body.get("link_id"), body.get("tags", [])
+    if type(account) is not int or account < 1:
+        raise BadRequest("account_id must be a positive integer")
+    if link is not None and (type(link) is not int or link < 1):
+        raise BadRequest("link_id must be a positive integer or null")
+    if not isinstance(tags, list) or not all(
+        isinstance(item, list)
+        and len(item) == 2
+        and type(item[0]) is int
+        and isinstance(item[1], list)
+        and all(isinstance(tag, str) for tag in item[1])
+        for item in tags
+    ):
+        raise BadRequest("tags must be a list of [link_id, [tag, ...]]")
+    return analyticssql.Scope(account, link, [(item[0], item[1]) for item in tags])

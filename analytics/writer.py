@@ -130,6 +130,10 @@ class ClickHouseWriter:
             },
         )
 
+    def query(self, sql: str, **kwargs: Any) -> Any:
+        """Run one SELECT (``parameters``, ``settings`` as clickhouse-connect takes them)."""
+        return self._call("query", sql, **kwargs)
+
     def ping(self) -> bool:
         try:
             return bool(self._call("query", "SELECT 1").result_rows)

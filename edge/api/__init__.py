@@ -1,4 +1,4 @@
-"""The Starlette app behind every non-redirect path: probes, metrics and the ``/api/v1`` link API.
+"""The Starlette app behind every non-redirect path: probes, metrics and the ``/api/v1`` API.
 
 Middleware (pure ASGI, outermost first) sits on the ``/api/v1`` mount only, never in front of the
 probes or the redirect: request context (id, log line, metrics), API key auth, per-key rate limit,
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from edge.api import openapi, problems
+from edge.api.analytics import AnalyticsRoutes
 from edge.api.auth import AuthMiddleware
 from edge.api.gcra import Limiter
 from edge.api.health import HealthRoutes
@@ -40,6 +41,7 @@ def api_routes(resources: Any, reserved: frozenset[str]) -> list[Route]:
 
     return [
         *LinkRoutes(resources, reserved).routes(),
+        *AnalyticsRoutes(resources).routes(),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
 

@@ -10,7 +10,7 @@ from typing import Any
 from edge.api.inputs import MAX_BULK_ITEMS
 from edge.api.links import DEFAULT_PAGE, DEFAULT_STATS_DAYS, MAX_PAGE, MAX_STATS_DAYS
 from edge.api.validation import MAX_TAG_LENGTH, MAX_TAGS, MAX_URL_LENGTH
-from linkedge import __version__
+from linkedge import __version__, analyticsquery
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -204,6 +204,138 @@ SCHEMAS: dict[str, Any] = {
 
 _NOT_FOUND = {"404": _problem("No such link in this account (another account's links included)")}
 
+_DIMENSION_NAMES = [*analyticsquery.TIME_DIMENSIONS, *analyticsquery.DIMENSIONS]
+_ORDER_BY = {
+    "type": "array",
+    "items": {
+        "type": "array",
+        "prefixItems": [{"type": "string"}, {"enum": ["asc", "desc"]}],
+        "minItems": 2,
+        "maxItems": 2,
+    },
+    "description": "[[metric or dimension of the query, asc|desc], ...]; default: time "
+    "ascending, else the first metric descending",
+}
+_FILTERS = {
+    "type": "array",
+    "maxItems": analyticsquery.MAX_FILTERS,
+    "items": {
+        "type": "array",
+        "prefixItems": [
+            {"enum": list(analyticsquery.FILTER_OPS)},
+            {"enum": list(analyticsquery.DIMENSIONS)},
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": analyticsquery.MAX_FILTER_VALUES,
+                "items": {"type": "string", "maxLength": analyticsquery.MAX_VALUE_LENGTH},
+            },
+        ],
+        "minItems": 3,
+        "maxItems": 3,
+    },
+    "description": "[op, dimension, [values]], all ANDed; values of one filter are ORed; "
+    "contains is a case-insensitive substring match",
+}
+SCHEMAS["AnalyticsQuery"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["metrics"],
+    "properties": {
+        "metrics": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"enum": list(analyticsquery.METRICS)},
+        },
+        "dimensions": {
+            "type": "array",
+            "maxItems": analyticsquery.MAX_DIMENSIONS,
+            "uniqueItems": True,
+            "items": {"enum": _DIMENSION_NAMES},
+            "description": "at most one time:* dimension; time:minute over at most 7 days",
+        },
+        "filters": _FILTERS,
+        "date_range": {
+            "oneOf": [
+                {"enum": list(analyticsquery.NAMED_RANGES)},
+                {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "description": "[YYYY-MM-DD, YYYY-MM-DD] inclusive, or two RFC 3339 "
+                    "datetimes with offsets [from, to)",
+                },
+            ],
+            "default": "30d",
+        },
+        "timezone": {"type": "string", "default": "UTC", "description": "IANA time zone name"},
+        "order_by": _ORDER_BY,
+        "limit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": analyticsquery.MAX_LIMIT,
+            "default": analyticsquery.DEFAULT_LIMIT,
+            "description": "default 100; a time series alone: the whole series",
+        },
+        "offset": {"type": "integer", "minimum": 0, "maximum": analyticsquery.MAX_OFFSET},
+    },
+}
+SCHEMAS["AnalyticsAnswer"] = {
+    "type": "object",
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "dimensions": {"type": "array", "items": {"type": "string"}},
+                    "metrics": {"type": "array", "items": {"type": "integer"}},
+                },
+            },
+        },
+        "meta": {
+            "type": "object",
+            "properties": {
+                "metrics": {"type": "array", "items": {"type": "string"}},
+                "dimensions": {"type": "array", "items": {"type": "string"}},
+                "date_range": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "date-time"},
+                    "description": "[from, to), in the query's time zone",
+                },
+                "timezone": {"type": "string"},
+                "total_rows": {"type": "integer"},
+                "source": {"type": "string", "description": "the table or rollup that answered"},
+            },
+        },
+    },
+}
+_ANALYTICS_ANSWER = {
+    "description": "Results and meta; CSV (a header, a line per result) with Accept: text/csv "
+    "or format=csv",
+    "content": {
+        "application/json": {"schema": _ref("AnalyticsAnswer")},
+        "text/csv": {"schema": {"type": "string"}},
+    },
+}
+_FORMAT_PARAM = {
+    "name": "format",
+    "in": "query",
+    "schema": {"enum": ["json", "csv"]},
+    "description": "overrides Accept",
+}
+
+
+def _query_param(name: str, description: str, schema: dict[str, Any] | None = None) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": schema or {"type": "string"},
+        "description": description,
+    }
+
 PATHS: dict[str, Any] = {
     "/links": {
         "post": _operation(
@@ -290,6 +422,42 @@ PATHS: dict[str, Any] = {
                         "default": DEFAULT_STATS_DAYS,
                     },
                 }
+            ],
+        ),
+    },
+    "/analytics/query": {
+        "post": _operation(
+            "Query the account's clicks: metrics by up to three dimensions",
+            "stats:read",
+            {
+                "200": _ANALYTICS_ANSWER,
+                **_BODY_ERRORS,
+                "422": _problem("Unknown metric or dimension, bad filter, range, time zone, ..."),
+            },
+            requestBody=_body("AnalyticsQuery"),
+            parameters=[_FORMAT_PARAM],
+        ),
+    },
+    "/links/{code}/analytics": {
+        "parameters": [_CODE_PARAM],
+        "get": _operation(
+            "Query one link's clicks (the fields of AnalyticsQuery as query parameters)",
+            "stats:read",
+            {
+                "200": _ANALYTICS_ANSWER,
+                "422": _problem("Bad query parameter (see errors)"),
+                **_NOT_FOUND,
+            },
+            parameters=[
+                _query_param("metrics", "comma-separated, e.g. clicks,visitors"),
+                _query_param("dimensions", "comma-separated, e.g. time:day or country"),
+                _query_param("date_range", "a name (7d, 30d, ...) or FROM,TO"),
+                _query_param("timezone", "IANA name, default UTC"),
+                _query_param("filters", "JSON, as in AnalyticsQuery"),
+                _query_param("order_by", "JSON, as in AnalyticsQuery"),
+                _query_param("limit", "1 to 10000", {"type": "integer"}),
+                _query_param("offset", "0 or more", {"type": "integer"}),
+                _FORMAT_PARAM,
             ],
         ),
     },

@@ -4,8 +4,9 @@ list, redirect) through the real edge and Postgres."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -212,3 +213,72 @@ def test_infinite_instants_stored_earlier_read_back(
     assert shown == {codes[0]: "9999-12-31T23:59:59.999999Z", codes[1]: "0001-01-01T00:00:00Z"}
     listed = edge.get(f"{API}/links", headers=who.headers)
     assert listed.status_code == 200 and len(listed.json()["items"]) == 2
+
+
+def _oracle(text: str) -> datetime | None:
+    """What the API should store for ``text`` (in UTC), or ``None`` if it must refuse it: worked
+    out with plain arithmetic on timedeltas, not with the validation's own conversions."""
+    text = text.removesuffix("Z") + "+00:00" if text.endswith("Z") else text
+    date_part, time_part = text[:10], text[11:-6]
+    sign, hours, minutes = text[-6], int(text[-5:-3]), int(text[-2:])
+    if minutes > 59 or hours * 60 + minutes > 15 * 60 + 59:
+        return None
+    seconds, _, fraction = time_part.partition(".")
+    try:
+        naive = datetime.fromisoformat(f"{date_part}T{seconds}")
+    except ValueError:
+        return None
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    offset = timedelta(hours=hours, minutes=minutes) * (1 if sign == "+" else -1)
+    since_min = naive - datetime.min + timedelta(microseconds=micros) - offset
+    if not timedelta(0) < since_min < datetime.max - datetime.min:
+        return None
+    return (datetime.min + since_min).replace(tzinfo=UTC)
+
+
+def _instant_near_a_limit(rng: random.Random) -> str:
+    day = rng.choice(["0001-01-01", "0001-01-02", "9999-12-30", "9999-12-31"])
+    clock = rng.choice(
+        ["00:00:00", "23:59:59", f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:00"]
+    )
+    fraction = rng.choice(["", ".0", ".000001", ".999999", ".999999999", ".5"])
+    hours, minutes = rng.randrange(24), rng.choice([0, 1, 30, 59])
+    offset = rng.choice(["Z", "+00:00", "-00:00", f"{rng.choice('+-')}{hours:02d}:{minutes:02d}"])
+    return f"{day}T{clock}{fraction}{offset}"
+
+
+def test_random_instants_near_the_limits_read_back_when_accepted(
+    edge: httpx.Client, account: Callable[..., Account], db: Db
+) -> None:
+    """Whatever the API accepts reads back, through get, list and the redirect."""
+    rng = random.Random(13)
+    texts = [_instant_near_a_limit(rng) for _ in range(300)]
+    who = account()
+    items = [{"url": f"https://example.com/{i}", "expires_at": t} for i, t in enumerate(texts)]
+    response = edge.post(f"{API}/links/bulk", json={"links": items}, headers=who.headers)
+    assert response.status_code == 200, response.text
+    accepted: dict[str, datetime] = {}
+    for text, result in zip(texts, response.json()["results"], strict=True):
+        expected = _oracle(text)
+        if expected is None:
+            assert result["status"] == 422, (text, result)
+            assert result["problem"]["errors"][0]["field"] == "expires_at"
+        else:
+            assert result["status"] == 201, (text, result)
+            accepted[result["link"]["code"]] = expected
+    assert len(accepted) > 50 and len(texts) - len(accepted) > 20  # both kinds were drawn
+    assert links_of(db, who) == len(accepted)
+    seen: dict[str, str] = {}
+    cursor = None
+    while True:
+        params = {"limit": "200", **({"cursor": cursor} if cursor else {})}
+        page = edge.get(f"{API}/links", params=params, headers=who.headers)
+        assert page.status_code == 200, page.text
+        seen.update({link["code"]: link["expires_at"] for link in page.json()["items"]})
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert {code: datetime.fromisoformat(shown) for code, shown in seen.items()} == accepted
+    for code in list(accepted)[:20]:
+        assert edge.get(f"{API}/links/{code}", headers=who.headers).status_code == 200
+        assert edge.get(f"/{code}").status_code in {302, 410}

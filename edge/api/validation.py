@@ -26,10 +26,13 @@ from urllib.parse import quote, urlsplit
 
 import idna
 
+from edge import records
 from edge.api import hosts
 from edge.api.problems import Problem, invalid
-from edge.records import MAX_URL_LENGTH, REDIRECT_TYPES
 
+# One definition each, shared with the edge's check of the records it loads.
+MAX_URL_LENGTH = records.MAX_URL_LENGTH
+REDIRECT_TYPES = records.REDIRECT_TYPES
 CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{3,64}")
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 64

@@ -91,7 +91,11 @@ class AnalyticsServer:
         ]
         self.app = probe_app(
             self._readyz,
-            [Mount("/internal", routes=internal, middleware=[Middleware(BearerToken, token=token)])],
+            [
+                Mount(
+                    "/internal", routes=internal, middleware=[Middleware(BearerToken, token=token)]
+                )
+            ],
         )
 
     async def start(self, host: str, port: int) -> int:

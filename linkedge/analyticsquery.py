@@ -30,7 +30,16 @@ DIMENSIONS = (
 TIME_DIMENSIONS = tuple(f"time:{grain}" for grain in TIME_GRAINS)
 FILTER_OPS = ("is", "is_not", "contains")
 NAMED_RANGES = ("today", "24h", "7d", "30d", "month", "12mo", "all")
-FIELDS = ("metrics", "dimensions", "filters", "date_range", "timezone", "order_by", "limit", "offset")
+FIELDS = (
+    "metrics",
+    "dimensions",
+    "filters",
+    "date_range",
+    "timezone",
+    "order_by",
+    "limit",
+    "offset",
+)
 
 MAX_DIMENSIONS = 3
 MAX_FILTERS = 20
@@ -128,7 +137,9 @@ def _names(value: object, field: str, allowed: tuple[str, ...], low: int, high: 
         raise _Invalid(field, f"give {low} to {high}")
     for item in value:
         if item not in allowed:
-            raise _Invalid(field, f"unknown {field[:-1]} {item[:64]!r}; one of {', '.join(allowed)}")
+            raise _Invalid(
+                field, f"unknown {field[:-1]} {item[:64]!r}; one of {', '.join(allowed)}"
+            )
     if len(set(value)) != len(value):
         raise _Invalid(field, "names a value twice")
     return value
@@ -279,9 +290,7 @@ def parse(body: object, now: datetime | None = None) -> Query:
             errors.append({"field": exc.field, "message": exc.message})
     tz = zoneinfo.ZoneInfo(values.get("timezone") or "UTC")
     try:
-        values["range"] = _date_range(
-            body.get("date_range", "30d"), tz, now or datetime.now(UTC)
-        )
+        values["range"] = _date_range(body.get("date_range", "30d"), tz, now or datetime.now(UTC))
         names = (values.get("metrics") or []) + (values.get("dimensions") or [])
         values["order_by"] = _order_by(body.get("order_by", []), names)
     except _Invalid as exc:
@@ -297,10 +306,10 @@ def parse(body: object, now: datetime | None = None) -> Query:
         except _Invalid as exc:
             errors.append({"field": exc.field, "message": exc.message})
     if not errors:
-        _check_span(dimensions, *values["range"], errors)
+        start, end, all_time = values["range"]
+        _check_span(dimensions, start, end, all_time, errors)
     if errors:
         raise QueryError(errors)
-    start, end, all_time = values["range"]
     return Query(
         metrics=tuple(values["metrics"]),
         dimensions=tuple(dimensions),

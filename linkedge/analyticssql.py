@@ -225,7 +225,7 @@ def build(query: Query, scope: Scope) -> Statement:
     return Statement(sql, parameters, source)
 
 
-def _format_bucket(grain: str, key: Any, query: Query) -> str:
+def _format_bucket(grain: str | None, key: Any, query: Query) -> str:
     if grain in ("minute", "hour"):
         return datetime.fromtimestamp(int(key), query.tz).isoformat()
     return str(key)
@@ -267,7 +267,7 @@ def _series_keys(query: Query, first: Any) -> list[Any]:
     return keys
 
 
-def _series(query: Query, rows: list[Sequence[Any]]) -> list[list[Any]]:
+def _series(query: Query, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """A time series with every bucket of the range, zeros where there were no clicks, sorted,
     offset and limited as asked."""
     found = {row[0]: [int(value) for value in row[1:]] for row in rows}
@@ -280,9 +280,10 @@ def _series(query: Query, rows: list[Sequence[Any]]) -> list[list[Any]]:
     return filled
 
 
-def shape(query: Query, statement: Statement, rows: list[Sequence[Any]]) -> dict[str, Any]:
+def shape(query: Query, statement: Statement, found: list[Sequence[Any]]) -> dict[str, Any]:
     """The API's answer: results and meta."""
     count = len(query.dimensions)
+    rows: Sequence[Sequence[Any]] = found
     if query.is_series:
         rows = _series(query, rows)
         total = len(rows)
@@ -304,7 +305,9 @@ def shape(query: Query, statement: Statement, rows: list[Sequence[Any]]) -> dict
         "meta": {
             "metrics": list(query.metrics),
             "dimensions": list(query.dimensions),
-            "date_range": [moment.astimezone(tz).isoformat() for moment in (query.start, query.end)],
+            "date_range": [
+                moment.astimezone(tz).isoformat() for moment in (query.start, query.end)
+            ],
             "timezone": query.timezone,
             "total_rows": total,
             "source": statement.source.table,

@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PROBLEM = "application/problem+json"
-SHUTDOWN_TIMEOUT_S = 5.0
+SHUTDOWN_TIMEOUT_S = 5
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -65,9 +65,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return problem(404, f"no route {request.url.path}")
+    headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        return problem(405, f"{request.method} is not allowed here", headers=exc.headers)
-    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+        return problem(405, f"{request.method} is not allowed here", headers=headers)
+    return problem(exc.status_code, str(exc.detail), headers=headers)
 
 
 async def _metrics(request: Request) -> Response:

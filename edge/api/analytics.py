@@ -164,7 +164,7 @@ def _params_body(request: Request) -> dict[str, Any]:
             try:
                 body[name] = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                raise invalid(name, "must be JSON, e.g. [[\"is\", \"country\", [\"FR\"]]]") from None
+                raise invalid(name, 'must be JSON, e.g. [["is", "country", ["FR"]]]') from None
         elif name in _INT_PARAMS:
             if not (raw.isascii() and raw.isdigit()):
                 raise invalid(name, "must be a whole number")

@@ -336,6 +336,7 @@ def _query_param(name: str, description: str, schema: dict[str, Any] | None = No
         "description": description,
     }
 
+
 PATHS: dict[str, Any] = {
     "/links": {
         "post": _operation(

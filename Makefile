@@ -15,6 +15,7 @@ DEV_STAMP   := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 REDIS_SERVER ?= $(shell command -v redis-server)
 PROMTOOL    := $(BIN)/promtool
+CHROMIUM    ?= /usr/bin/chromium
 LOADTEST_ENV   ?= $(or $(LINKEDGE_HOME),.linkedge)/run.env
 LOADTEST_LINKS ?= 2000
 LOCUST_ARGS    ?=
@@ -24,7 +25,7 @@ LOCUST_ARGS    ?=
 run: $(RUN_STAMP)
 	exec $(BIN)/linkedge up
 
-test: $(DEV_STAMP) $(PROMTOOL)
+test: $(DEV_STAMP) $(PROMTOOL) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)  # redirect/API/pipeline figures vs bare Granian and nginx; needs wrk (see BENCHMARKS.md)
@@ -77,6 +78,16 @@ $(PROMTOOL): | $(BIN)/python
 	  dpkg-deb -x prometheus_*.deb unpacked && cp unpacked/usr/bin/promtool $(abspath $@) ); \
 	rm -rf $$tmp; \
 	test -x $@ || echo "promtool unavailable: tests/test_metrics_format.py will be skipped" >&2
+
+# Debian's chromium for tests/test_dashboard.py, driven headless by Playwright (which never downloads
+# a browser of its own). Installed with apt when make runs as root; elsewhere those tests are skipped.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || true; \
+	fi; \
+	test -x $@ || echo "chromium unavailable: the browser tests of tests/test_dashboard.py will be skipped (install Debian's chromium)" >&2
 
 lock:  # regenerate requirements.lock after changing [project] dependencies
 	rm -rf /tmp/linkedge-lock && $(PYTHON) -m venv /tmp/linkedge-lock

@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from edge.api import openapi, problems
 from edge.api.analytics import AnalyticsRoutes
 from edge.api.auth import AuthMiddleware
+from edge.api.dashboard import dashboard_routes
 from edge.api.gcra import Limiter
 from edge.api.health import HealthRoutes
 from edge.api.links import LinkRoutes
@@ -82,6 +83,6 @@ def build_api(resources: Any, reserved: frozenset[str]) -> Starlette:
         ],
     )
     return Starlette(
-        routes=[*HealthRoutes(resources).routes(), mount],
+        routes=[*HealthRoutes(resources).routes(), *dashboard_routes(), mount],
         exception_handlers={HTTPException: problems.handle_http_exception},
     )

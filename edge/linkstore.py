@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from edge.cache import MISSING, Clock, LocalCache, _Missing
 from edge.coalescer import Coalescer
+from edge.edits import EditLog, EditWatcher, poll_interval
 from edge.metrics import (
     BAD_LINK_RECORDS,
     CACHE_LOOKUPS,
@@ -48,6 +49,7 @@ log = logging.getLogger("linkedge.edge.links")
 MISS_MARKER = b"-"  # Redis value: Postgres has no such code (kept MISS_TTL)
 INVALIDATED_MARKER = b"!"  # Redis value: edited just now; read Postgres, write nothing back
 INVALIDATED_TTL_MS = 10_000  # longer than any Postgres read that could race an edit
+UNMARKED_KEPT = 100_000  # edited codes whose Redis marker is still to be written, at most
 REDIS_RETRY_S = 1.0  # after a Redis error, lookups skip Redis this long
 MGET_MAX_KEYS = 512
 MGETS_IN_FLIGHT = 2  # per worker; more requests wait for one of them and share the next
@@ -59,7 +61,8 @@ SELECT_MAX_CODES = 512
 SELECT_LINKS = """
 SELECT id, account_id, code, url, redirect_type,
        EXTRACT(EPOCH FROM expires_at)::float8 AS expires_at,
-       expired_url, forward_query, disabled
+       expired_url, forward_query, disabled,
+       (EXTRACT(EPOCH FROM updated_at) * 1000000)::int8 AS version
 FROM links
 WHERE code = ANY($1::text[]) AND deleted_at IS NULL
 """
@@ -140,6 +143,8 @@ class LinkStore(Generic[V]):
         self._redis_retry_at = 0.0
         self._background: set[asyncio.Task[Any]] = set()
         self._tier_counters = [CACHE_LOOKUPS.labels(tier=name) for name in _TIER_NAMES]
+        self.edits = EditLog()  # versions of the edits read from Postgres (edge.edits)
+        self._unmarked: set[str] = set()  # edited codes whose Redis marker did not land yet
 
     # ---- lookups ---------------------------------------------------------------------------
 
@@ -181,6 +186,7 @@ class LinkStore(Generic[V]):
     async def _fetch(self, code: str) -> V | None:
         key = keys.link(code)
         raw: bytes | None = None
+        stale = False
         use_redis = self.clock.now >= self._redis_retry_at
         if use_redis:
             try:
@@ -202,14 +208,16 @@ class LinkStore(Generic[V]):
                             extra={"code": code, "error": repr(exc)},
                         )
                     else:
-                        self.tiers[REDIS] += 1
-                        return None if _refused(cached, "redis", code) else self.prepare(cached)
+                        if cached.version >= self.edits.version(code):
+                            self.tiers[REDIS] += 1
+                            return None if _refused(cached, "redis", code) else self.prepare(cached)
+                        stale = True  # older than an edit read from Postgres: replaced below
         record = await self._select(code)
         self.tiers[NONE if record is None else POSTGRES] += 1
         if record is not None and _refused(record, "postgres", code):
             record = None  # written back as a miss: other workers need not load it again
         if use_redis and raw != INVALIDATED_MARKER:
-            self._spawn(self._write_back(key, record))
+            self._spawn(self._write_back(key, record, replace=stale))
         return None if record is None else self.prepare(record)
 
     async def _select(self, code: str) -> LinkRecord | None:
@@ -225,15 +233,17 @@ class LinkStore(Generic[V]):
         found = {row["code"]: LinkRecord(**dict(row)) for row in rows}
         return [found.get(code) for code in codes]
 
-    async def _write_back(self, key: str, record: LinkRecord | None) -> None:
+    async def _write_back(self, key: str, record: LinkRecord | None, replace: bool = False) -> None:
+        """Write what Postgres said to Redis, unless something is there already (an invalidation
+        marker must stay); with ``replace``, over the stale record that is there."""
         try:
             if record is None:
                 await self.redis.set(
-                    key, MISS_MARKER, px=int(self.settings.miss_ttl_s * 1000), nx=True
+                    key, MISS_MARKER, px=int(self.settings.miss_ttl_s * 1000), nx=not replace
                 )
             else:
                 await self.redis.set(
-                    key, record.to_json(), ex=self.settings.redis_link_ttl_s, nx=True
+                    key, record.to_json(), ex=self.settings.redis_link_ttl_s, nx=not replace
                 )
         except Exception as exc:  # noqa: BLE001 -- a write-back is optional; counted, logged
             self._redis_failed("write_back", exc)
@@ -280,6 +290,32 @@ class LinkStore(Generic[V]):
             "could not publish invalidation",
             extra={"codes": codes[:20], "count": len(codes), "error": repr(error)},
         )
+
+    def watcher(self) -> EditWatcher:
+        """The task body that reads edits from Postgres (``edge.edits``) for this store."""
+        interval = poll_interval(self.settings.cache_ttl_s)
+        return EditWatcher(self.pg, self.edits, self.forget_edited, interval)
+
+    def forget_edited(self, codes: list[str]) -> None:
+        """Drop codes an edit read from Postgres changed, and mark them in Redis, retrying the
+        marks that did not land before (``EditWatcher`` calls this on every poll)."""
+        if codes:
+            self._drop(codes)
+        pending = self._unmarked.union(codes)
+        if pending:
+            self._unmarked.clear()
+            self._spawn(self._mark(sorted(pending)))
+
+    async def _mark(self, codes: list[str]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for code in codes:
+                    pipe.set(keys.link(code), INVALIDATED_MARKER, px=INVALIDATED_TTL_MS)
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 -- retried at the next poll
+            if len(self._unmarked) < UNMARKED_KEPT:
+                self._unmarked.update(codes[: UNMARKED_KEPT - len(self._unmarked)])
+            self._redis_failed("edit marker", exc)
 
     def _drop(self, codes: Iterable[str]) -> None:
         self._epoch += 1

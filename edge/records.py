@@ -41,6 +41,9 @@ class LinkRecord:
     expired_url: str | None = None
     forward_query: bool = False
     disabled: bool = False
+    # The row's updated_at in microseconds: a later edit has a larger one (edge.linkstore compares
+    # a Redis record's with the edits it has seen; a record written before versions had 0).
+    version: int = 0
 
     def to_json(self) -> bytes:
         return orjson.dumps(dataclasses.asdict(self))
@@ -68,4 +71,6 @@ class LinkRecord:
             return "code"
         if type(self.forward_query) is not bool or type(self.disabled) is not bool:
             return "flags"
+        if type(self.version) is not int:
+            return "version"
         return None

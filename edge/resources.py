@@ -154,6 +154,7 @@ class Resources:
         resources._tasks = [
             asyncio.ensure_future(resources._tick()),
             asyncio.ensure_future(links.listen()),
+            asyncio.ensure_future(links.watcher().run()),
         ]
         return resources
 

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
+from edge.edits import EditLog
 from edge.resources import Resources
 from linkedge.embedded import EmbeddedRedis
-from linkedge.settings import Settings
+from linkedge.settings import Secret, Settings
 from tests.conftest import Db, Edge
 
 LONG_TTL = {"CACHE_TTL_S": "600"}
@@ -113,3 +115,46 @@ def test_listener_clears_the_cache_after_redis_comes_back(
         eventually(edge, code, {"https://example.org/after"}, timeout=30)
     finally:
         own_redis.stop()
+
+
+def test_an_edit_reaches_every_worker_when_redis_refuses_its_invalidation(
+    start_edge: Callable[..., Edge],
+    make_link: Callable[..., str],
+    db: Db,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """Redis serves reads but refuses writes (``min-replicas-to-write`` with no replica) while a
+    link is edited: the invalidation's marker is refused, the old record stays in Redis, and the
+    workers' pollers of Postgres edits (``edge.edits``) still bring the new target within
+    ``CACHE_TTL_S``. Once Redis takes writes again, a poller's marker replaces the old record."""
+    own = EmbeddedRedis(tmp_path / "redis", persist=False).start()
+    try:
+        edge = start_edge(workers=2, REDIS_URL=own.url, CACHE_TTL_S="4")
+        code = make_link("https://example.org/before")
+        assert locations(edge, code, 30) == {"https://example.org/before"}
+        client = redis.Redis.from_url(own.url)
+        assert client.get(f"lk:link:{code}") is not None  # written back: Redis holds the record
+        client.config_set("min-replicas-to-write", 1)
+        with pytest.raises(redis.exceptions.ResponseError, match="NOREPLICAS"):
+            client.set("probe", "1")
+        db.execute("UPDATE links SET url = 'https://example.org/after' WHERE code = $1", code)
+        invalidate(settings.replace(redis_url=Secret(own.url)), code)  # its SET is refused
+        assert b"before" in client.get(f"lk:link:{code}")
+        eventually(edge, code, {"https://example.org/after"}, timeout=15)
+        client.config_set("min-replicas-to-write", 0)
+        deadline = time.monotonic() + 15
+        while b"before" in (client.get(f"lk:link:{code}") or b"") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert b"before" not in (client.get(f"lk:link:{code}") or b"")
+        client.close()
+    finally:
+        own.stop()
+
+
+def test_the_edit_log_keeps_the_newest_version_of_the_newest_codes() -> None:
+    edits = EditLog(kept=2)
+    assert edits.note("a", 5) and not edits.note("a", 5) and not edits.note("a", 4)
+    assert edits.note("a", 6) and edits.version("a") == 6
+    assert edits.note("b", 1) and edits.note("c", 1)
+    assert edits.version("a") == 0 and edits.version("b") == edits.version("c") == 1

@@ -92,7 +92,8 @@ async def trim_streams(url: str, shards: int) -> None:
 _RECORDS = """
 SELECT id, account_id, code, url, redirect_type,
        EXTRACT(EPOCH FROM expires_at)::float8 AS expires_at,
-       expired_url, forward_query, disabled
+       expired_url, forward_query, disabled,
+       (EXTRACT(EPOCH FROM updated_at) * 1000000)::int8 AS version
 FROM links WHERE deleted_at IS NULL
 """
 

@@ -217,7 +217,9 @@ def stack(
         wait_http(f"http://127.0.0.1:{analytics_port}/healthz", processes[0], timeout=60)
         url = f"http://127.0.0.1:{edge_port}"
         wait_http(f"{url}/healthz", processes[2], timeout=60)
-        paths = httpx.get(f"{url}/api/v1/openapi.json", timeout=10).json().get("paths", {})
+        document = httpx.get(f"{url}/api/v1/openapi.json", timeout=10).json()
+        base = document.get("servers", [{}])[0].get("url", "")
+        paths = {base + path for path in document.get("paths", {})}
         missing = None if QUERY_ROUTE in paths else (
             f"the analytics query API ({QUERY_ROUTE}) is not in this edge's OpenAPI document"
         )  # fmt: skip

@@ -51,7 +51,7 @@ XSS_TARGET = 'https://example.com/"><script>alert("target")</script>'
 XSS_REFERRER = "https://evil.example/\"><img src=x onerror=alert('referrer')>"
 XSS_UTM = "\"><script>alert('utm')</script>"
 XSS_UA = "<script>alert('ua')</script> Mozilla/5.0"
-GB, US = "81.2.69.142", "8.8.8.8"
+GB, US, DE, FR = "81.2.69.142", "8.8.8.8", "5.6.7.8", "62.4.0.1"
 ZONE = "Europe/Paris"  # the browser's timezone in these tests: the page must use it by default
 
 
@@ -233,6 +233,7 @@ def stack(
 class Data:
     key: Key
     codes: list[str]
+    xss_key: Key
     xss_code: str
     sent: int
     human: int
@@ -247,17 +248,17 @@ def create_link(stack: Stack, key: Key, **fields: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def data(stack: Stack) -> Data:
-    """An account with two links and a known mix of clicks, one link and some clicks carrying
-    XSS payloads, all counted by analytics before the first browser test."""
+    """An account with two links and a known mix of clicks, and another whose link and clicks
+    carry XSS payloads, all counted by analytics before the first browser test."""
     if stack.analytics_ready:
         pytest.skip(stack.analytics_ready)
-    assert iptocc.country_code(GB) == "GB" and iptocc.country_code(US) == "US"
-    key = new_key(stack.stores)
+    assert [iptocc.country_code(ip) for ip in (GB, US, DE, FR)] == ["GB", "US", "DE", "FR"]
+    key, xss_key = new_key(stack.stores), new_key(stack.stores)
     suffix = uuid.uuid4().hex[:6]
     promo = create_link(stack, key, url="https://example.com/promo", code=f"promo-{suffix}",
                         tags=["spring"])["code"]  # fmt: skip
     docs = create_link(stack, key, url="https://example.org/docs", code=f"docs-{suffix}")["code"]
-    xss = create_link(stack, key, url=XSS_TARGET, code=f"xss-{suffix}", tags=[XSS_TAG])["code"]
+    xss = create_link(stack, xss_key, url=XSS_TARGET, code=f"xss-{suffix}", tags=[XSS_TAG])["code"]
     sent = human = 0
 
     def click(code: str, n: int, bot: bool = False, **kwargs: Any) -> None:
@@ -273,17 +274,23 @@ def data(stack: Stack) -> Data:
     click(docs, 3, ip=US, ua=CHROME_UA, referer="https://search.example.com/?q=docs")
     click(docs, 2, bot=True, ip=GB, ua="curl/8.5.0")
     click(docs, 1, bot=True, ip=US, ua=CHROME_UA, method="HEAD")
+    click(promo, 3, ip=FR, ua=CHROME_UA, query=utm)
+    click(docs, 2, ip=DE, ua=IPHONE_UA, referer="https://news.example.net/b")
+    expected = [(key, sent)]
     xss_query = f"utm_source={quote(XSS_UTM)}&utm_campaign={quote(XSS_UTM)}"
-    click(xss, 2, ip=US, ua=XSS_UA, referer=XSS_REFERRER, query=xss_query)
+    for _ in range(2):
+        stack.click(xss, ip=US, ua=XSS_UA, referer=XSS_REFERRER, query=xss_query)
+    expected.append((xss_key, 2))
     deadline = time.monotonic() + 90
-    while True:
-        answer = stack.query(key, metrics=["clicks"], date_range="7d")
-        counted = answer["results"][0]["metrics"][0] if answer["results"] else 0
-        if counted == sent:
-            break
-        assert counted < sent and time.monotonic() < deadline, f"analytics has {counted} of {sent}"
-        time.sleep(0.5)
-    return Data(key=key, codes=[promo, docs], xss_code=xss, sent=sent, human=human)
+    for account_key, clicks in expected:
+        while True:
+            answer = stack.query(account_key, metrics=["clicks"], date_range="7d")
+            counted = answer["results"][0]["metrics"][0] if answer["results"] else 0
+            if counted == clicks:
+                break
+            assert counted < clicks and time.monotonic() < deadline, f"{counted} of {clicks}"
+            time.sleep(0.5)
+    return Data(key=key, codes=[promo, docs], xss_key=xss_key, xss_code=xss, sent=sent, human=human)
 
 
 # ---- in the browser --------------------------------------------------------------------------
@@ -349,14 +356,16 @@ def test_sign_in_totals_country_filter_and_sign_out(page: Any, stack: Stack, dat
     assert totals(page) == expected
     assert expected["clicks"] == data.sent and expected["human_clicks"] == data.human
     assert page.locator("#tz").input_value() == ZONE
-    assert panel(page, "country") == {"US": 10, "GB": 8}
+    assert panel(page, "country") == {"US": 8, "GB": 8, "FR": 3, "DE": 2}
     assert sum(panel(page, "link").values()) == data.sent
     # The key is in this tab's sessionStorage and nowhere else the page can put it.
     assert page.evaluate("sessionStorage.getItem('linkedge.apiKey')") == data.key.key
     assert data.key.key not in page.url
     assert page.evaluate("document.cookie") == ""
 
-    page.locator('[data-panel="country"] button[data-value="GB"]').click()
+    # Keyboard: the row's value is a button; Enter on it filters the page.
+    page.locator('[data-panel="country"] button[data-value="GB"]').focus()
+    page.keyboard.press("Enter")
     page.wait_for_function("() => location.hash.includes('f=country%3AGB')")
     settled(page)
     page.wait_for_function(
@@ -460,7 +469,7 @@ def test_create_follow_edit_and_delete_a_link_through_the_form(page: Any, stack:
 def test_payloads_in_clicks_and_links_are_text_and_nothing_runs(
     page: Any, stack: Stack, data: Data
 ) -> None:
-    sign_in(page, stack, data.key)
+    sign_in(page, stack, data.xss_key)
     settled(page)
     # The link list: tag and target exactly as stored, as text; the target is not a live link
     # of another scheme.
@@ -512,9 +521,29 @@ def test_screenshots_at_desktop_and_phone_widths(browser: Any, stack: Stack, dat
             tab.evaluate(f"location.hash = 'link={data.codes[0]}'")
             tab.locator("#link-title").wait_for()
             settled(tab)
-            assert totals(tab)["clicks"] == 10
+            assert totals(tab)["clicks"] == 13
             assert tab.evaluate("document.documentElement.scrollWidth") <= width
             assert screenshot(tab, f"link-{width}").stat().st_size > 10_000
         finally:
             context.close()
         assert not watched.problems(), watched.problems()
+
+
+def test_a_rate_limited_key_is_told_to_wait(browser: Any, start_edge: Any, stores: Stores) -> None:
+    edge = start_edge(workers=1, RATE_LIMIT_BURST="1", RATE_LIMIT_PER_MINUTE="1")
+    key = new_key(stores)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    watched = watch(tab)
+    watched.allow(r"status of 429")
+    try:
+        tab.goto(f"{edge.url}/dashboard/")
+        tab.get_by_label("API key").fill(key.key)
+        tab.get_by_role("button", name="Sign in").click()  # the one request the key may send
+        error = tab.locator("#overview-error")
+        error.wait_for(state="visible")
+        assert re.search(r"Too many requests.*Try again in \d+ seconds", error.inner_text())
+        assert "Too many requests" in tab.locator("#links-error").inner_text()
+    finally:
+        context.close()
+    assert not watched.problems(), watched.problems()

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from linkedge import procgroup
+
 PG_USER = "postgres"
 PG_SYSTEM_USER = "linkedge_pg"  # Postgres refuses to run as root; when we are root it runs as this
 
@@ -61,11 +63,11 @@ class _Child:
         proc = getattr(self, "proc", None)
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(self._stop_signal)
+        proc.send_signal(self._stop_signal)  # the leader alone: it stops its own children
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            procgroup.signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
 
     _stop_signal = signal.SIGTERM
@@ -117,7 +119,7 @@ class EmbeddedRedis(_Child):
             "--appendonly", "yes" if self.persist else "no",
             "--appendfsync", "everysec",
         ]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = procgroup.spawn(args)
         _wait_for_port(self.port, self.proc, "redis-server", log, timeout)
         return self
 
@@ -199,13 +201,12 @@ class EmbeddedPostgres(_Child):
             _remove_stale_pidfile(stale)
         log = self.data_dir / "postgres.log"
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
+            self.proc = procgroup.spawn(
                 [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(self.port),
                  "-h", "127.0.0.1", "-k", "", "-c", "max_connections=200",
                  "-c", "shared_buffers=64MB", "-c", "fsync=on"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, user=user,
-            )
+                output=out, user=user,
+            )  # fmt: skip
         _wait_for_port(self.port, self.proc, "postgres", log, timeout)
         self._wait_ready(bin_dir, timeout)
         self._ensure_database(bin_dir)

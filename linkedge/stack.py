@@ -9,6 +9,9 @@ by ``linkedge reconcile``). ``up.json`` lists the pid of every process this run 
 leader of its own process group: a later run uses it to clean up after one that was SIGKILLed, and
 the tests use it to check that a stop leaves nothing behind.
 
+Those files are ``linkedge.runstate``'s; the demo account, key and link are ``linkedge.demo``'s;
+every child leads its own process group (``linkedge.procgroup``).
+
 Stopping (Ctrl-C, SIGTERM, SIGHUP): the edge, the aggregator and analytics get SIGTERM and up to
 ``STOP_TIMEOUT_S`` to drain, then whatever is left of their groups gets SIGKILL; then Postgres and
 Redis stop. A child that exits on its own stops the whole stack with exit status 1 rather than
@@ -19,14 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import json
 import logging
 import os
 import secrets
-import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,25 +33,30 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import asyncpg
 
-from linkedge import apikeys
+from linkedge import procgroup
+from linkedge.demo import DEMO_ACCOUNT, DEMO_CODE, DEMO_TARGET, ensure_demo
 from linkedge.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, chdb_url, free_port
 from linkedge.migrate import migrate_postgres
+from linkedge.runstate import (
+    port_free,
+    read_env_file,
+    read_json,
+    reuse_port,
+    runs_ours,
+    write_env_file,
+    write_json,
+)
 from linkedge.settings import Settings
 
 log = logging.getLogger("linkedge.up")
 
-DEMO_ACCOUNT = "demo"
-DEMO_CODE = "hello"
-DEMO_TARGET = "https://example.com/"
 APPS = ("edge", "aggregator", "analytics")
 STOP_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_OURS = (b"linkedge", b"redis-server", b"postgres", b"granian")  # what a recorded pid may run
 
 
 class Stop(Exception):
@@ -141,14 +145,14 @@ class Stack:
 
     def _claim_home(self) -> None:
         """Refuse a second ``up`` on the same state; stop what a SIGKILLed one left running."""
-        state = _read_json(self.state_file)
+        state = read_json(self.state_file)
         owner = state.get("pid")
-        if isinstance(owner, int) and owner != os.getpid() and _runs_ours(owner):
+        if isinstance(owner, int) and owner != os.getpid() and runs_ours(owner):
             raise StackError(f"another `linkedge up` (pid {owner}) is running from {self.home}; stop it first")
         for name, pid in dict(state.get("processes", {})).items():
-            if isinstance(pid, int) and _runs_ours(pid):
+            if isinstance(pid, int) and runs_ours(pid):
                 log.warning("stopping %s (pid %d) left running by a killed `linkedge up`", name, pid)
-                _stop_group(pid, signal.SIGTERM, 10.0)
+                procgroup.stop_group(pid, signal.SIGTERM, 10.0)
         self.claimed = True
         self._record()
 
@@ -170,7 +174,7 @@ class Stack:
 
     def _start_stores(self) -> dict[str, str]:
         """Start an embedded store for each store URL that is not set; return the URLs in use."""
-        saved = _read_json(self.home / "ports.json")
+        saved = read_json(self.home / "ports.json")
         urls = {
             "REDIS_URL": self.settings.redis_url.get(),
             "DATABASE_URL": self.settings.database_url.get(),
@@ -178,17 +182,17 @@ class Stack:
         }
         if not urls["REDIS_URL"]:
             log.info("starting embedded redis under %s", self.home / "redis")
-            store = EmbeddedRedis(self.home / "redis", _reuse(saved.get("redis")))
+            store = EmbeddedRedis(self.home / "redis", reuse_port(saved.get("redis")))
             self.stores["redis"] = store
             urls["REDIS_URL"] = store.start().url
         if not urls["DATABASE_URL"]:
             log.info("starting embedded postgres under %s", self.home / "postgres")
-            pg = EmbeddedPostgres(self.home / "postgres", _reuse(saved.get("postgres")))
+            pg = EmbeddedPostgres(self.home / "postgres", reuse_port(saved.get("postgres")))
             self.stores["postgres"] = pg
             urls["DATABASE_URL"] = pg.start().url
         if not urls["CLICKHOUSE_URL"]:
             urls["CLICKHOUSE_URL"] = chdb_url(self.home / "clickhouse")
-        _write_json(self.home / "ports.json", {**saved, **{n: s.port for n, s in self.stores.items()}})
+        write_json(self.home / "ports.json", {**saved, **{n: s.port for n, s in self.stores.items()}})
         self._record()
         return urls
 
@@ -196,10 +200,7 @@ class Stack:
         if name == "edge":
             env = {**env}
             env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.home / "prometheus"))
-        self.apps[name] = subprocess.Popen(
-            [sys.executable, "-m", "linkedge.cli", name],
-            env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
-        )
+        self.apps[name] = procgroup.spawn([sys.executable, "-m", "linkedge.cli", name], env=env, tied=True)
         self._record()
 
     def _wait_ready(self, ports: dict[str, int]) -> None:
@@ -262,21 +263,21 @@ Try:
         """Stop every process this run started: the apps first (they drain into the stores), then the stores."""
         for proc in self.apps.values():
             if proc.poll() is None:
-                _signal_pid(proc.pid, signal.SIGTERM)
+                procgroup.signal_pid(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for name, proc in self.apps.items():
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.error("%s (pid %d) did not stop within %.0fs; killing it", name, proc.pid, STOP_TIMEOUT_S)
-                _signal_group(proc.pid, signal.SIGKILL)
+                procgroup.signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
-            _stop_group(proc.pid, signal.SIGKILL, 5.0)  # workers or helpers that outlived their leader
+            procgroup.stop_group(proc.pid, signal.SIGKILL, 5.0)  # workers or helpers that outlived their leader
         for name in ("postgres", "redis"):
             store = self.stores.get(name)
             if store is not None and getattr(store, "proc", None) is not None:
                 store.stop()
-                _stop_group(store.pid, signal.SIGKILL, 5.0)
+                procgroup.stop_group(store.pid, signal.SIGKILL, 5.0)
         self.apps.clear()
         self.stores.clear()
         if self.claimed:
@@ -289,70 +290,7 @@ Try:
         for name, store in self.stores.items():
             if getattr(store, "proc", None) is not None:
                 processes[name] = store.pid
-        _write_json(self.state_file, {"pid": os.getpid(), "ready": self.ready, "processes": processes})
-
-
-async def ensure_demo(dsn: str, previous_key: str | None) -> str:
-    """Ensure the demo account, its key and the demo link; return the key.
-
-    Keys are stored as digests only, so the key of a previous run (from its run.env) is reused when
-    its digest is still an active key of the demo account; otherwise a new one is made.
-    """
-    conn = await asyncpg.connect(dsn, timeout=30)
-    try:
-        account_id = await apikeys.ensure_account(conn, DEMO_ACCOUNT)
-        key = previous_key or ""
-        if not key or not await conn.fetchval(
-            "SELECT 1 FROM api_keys WHERE digest = $1 AND account_id = $2 AND revoked_at IS NULL",
-            apikeys.digest(key), account_id,
-        ):
-            _, key = await apikeys.create_key(conn, DEMO_ACCOUNT)
-        # A demo link that was edited or deleted keeps its row: DO NOTHING leaves it as the user left it.
-        await conn.execute(
-            "INSERT INTO links (account_id, code, url) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING",
-            account_id, DEMO_CODE, DEMO_TARGET,
-        )
-        return key
-    finally:
-        await conn.close()
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """``NAME=value`` lines as written by ``write_env_file`` (values shell-quoted)."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return values
-    for line in text.splitlines():
-        name, sep, raw = line.partition("=")
-        if sep and name.strip() and not name.lstrip().startswith("#"):
-            parts = shlex.split(raw) if raw.strip() else [""]
-            values[name.strip()] = parts[0] if parts else ""
-    return values
-
-
-def write_env_file(path: Path, values: dict[str, str]) -> None:
-    """Write ``NAME=value`` lines a shell can source (``set -a; . FILE; set +a``); 0600: it holds a key."""
-    body = "# Written by `linkedge up`; source it: set -a; . " + path.name + "; set +a\n"
-    body += "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(body)
-    os.replace(tmp, path)
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a listener could bind ``host:port`` now (a socket in TIME_WAIT does not count)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+        write_json(self.state_file, {"pid": os.getpid(), "ready": self.ready, "processes": processes})
 
 
 def answers(url: str) -> bool:
@@ -366,13 +304,6 @@ def answers(url: str) -> bool:
         return False
 
 
-def _reuse(port: object) -> int | None:
-    """A port saved by a previous run, when it is still free; None picks a new one."""
-    if isinstance(port, int) and 0 < port < 65536 and port_free(port):
-        return port
-    return None
-
-
 def _redact(url: str) -> str:
     """A URL without its password, for printing."""
     scheme, sep, rest = url.partition("://")
@@ -380,69 +311,3 @@ def _redact(url: str) -> str:
     if at and ":" in userinfo:
         return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
     return url
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _runs_ours(pid: int) -> bool:
-    """Whether ``pid`` is alive and runs something ``up`` starts (guards against pid reuse)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc: trust the pid
-    return any(word in cmdline for word in _OURS)
-
-
-def _signal_pid(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _stop_group(pgid: int, sig: int, timeout: float) -> None:
-    """Signal the process group ``pgid``; SIGKILL what is left of it after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    try:
-        os.killpg(pgid, sig)
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            os.killpg(pgid, 0)
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if ``up`` dies, even by SIGKILL (Linux only)."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from linkedge import procgroup
 from linkedge.embedded import free_port, redis_server_binary
 
 SLOTS = 16384
@@ -98,7 +99,7 @@ class LocalCluster:
                 "--cluster-enabled", "yes", "--cluster-config-file", str(data / "nodes.conf"),
                 "--save", "", "--appendonly", "no",
             ]  # fmt: skip
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = procgroup.spawn(args)
             self.nodes.append(ClusterNode(port, data, proc, range(bounds[i], bounds[i + 1])))
         for node in self.nodes:
             self._wait_ping(node, timeout)

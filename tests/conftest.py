@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import httpx
 import pytest
 import redis
 
-from linkedge import apikeys
+from linkedge import apikeys, procgroup
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, redis_server_binary
 from linkedge.migrate import migrate_postgres
 from linkedge.settings import Secret, Settings
@@ -196,15 +195,7 @@ class Process:
         self.args = args
         self.log = log
         self._out = open(log, "ab")
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = procgroup.spawn(args, env=env, cwd=ROOT, output=self._out)
 
     @property
     def pid(self) -> int:
@@ -212,19 +203,13 @@ class Process:
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
+            procgroup.signal_group(self.proc.pid, sig)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait, then SIGKILL the whole group; return the exit code."""
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.proc.wait()
+        code = procgroup.stop(self.proc, timeout)
         self._out.close()
-        return self.proc.returncode
+        return code
 
     def output(self) -> str:
         if not self._out.closed:
@@ -349,7 +334,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--cluster-port", str(free_port()),  # else port + 10000, which may not exist
         "--save", "", "--appendonly", "no", "--logfile", str(data / "redis.log"),
     ]  # fmt: skip
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = procgroup.spawn(args)
     try:
         client: Any = _wait_for_node(port, proc, data / "redis.log")  # execute_command is untyped
         client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
@@ -360,8 +345,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        procgroup.stop(proc, 10)
 
 
 def _wait_for_node(port: int, proc: subprocess.Popen[bytes], log: Path) -> redis.Redis:

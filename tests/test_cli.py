@@ -174,7 +174,7 @@ def readme_default(value: object) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, tuple):
-        return "(none)"
+        return f"`{','.join(value)}`" if value else "(none)"
     if isinstance(value, float):
         return f"`{value:g}`"
     if value == "":

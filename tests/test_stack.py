@@ -21,11 +21,12 @@ import asyncpg
 import httpx
 import pytest
 import redis
-
 from conftest import ROOT, Process, Stores, run
-from linkedge import apikeys
+
+from linkedge import apikeys, procgroup
+from linkedge.demo import DEMO_CODE, DEMO_TARGET, ensure_demo
 from linkedge.embedded import free_port
-from linkedge.stack import DEMO_CODE, DEMO_TARGET, ensure_demo, read_env_file, write_env_file
+from linkedge.runstate import read_env_file, write_env_file
 
 STORE_VARS = (
     "REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL", "ANALYTICS_URL", "VISITOR_SALT_SECRET", "ANALYTICS_TOKEN",
@@ -104,10 +105,7 @@ class Up:
     def kill_leftovers(self) -> None:
         self.process.stop()
         for pgid in self.pids:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            procgroup.signal_group(pgid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

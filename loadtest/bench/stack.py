@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from linkedge import procgroup
 from linkedge.embedded import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -31,10 +30,7 @@ class Proc:
         self.args = args
         self.log = log
         self._out = open(log, "ab")
-        self.proc = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.proc = procgroup.spawn(args, env=env, cwd=ROOT, output=self._out)
 
     @property
     def pid(self) -> int:
@@ -44,27 +40,12 @@ class Proc:
         return self.proc.poll() is None
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            _killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        # Workers that outlived their parent still carry the group id.
-        _killpg(self.proc.pid, signal.SIGKILL)
+        procgroup.stop(self.proc, timeout)  # workers that outlived their parent carry its group id
         self._out.close()
 
     def tail(self, lines: int = 30) -> str:
         self._out.flush()
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class Server:

@@ -104,12 +104,12 @@ def watch(page: Any) -> Watched:
     return watched
 
 
-def screenshot(page: Any, name: str) -> Path:
-    """Save a full-page screenshot under test-artifacts/dashboard/ (ignored by git)."""
+def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
+    """Save a screenshot under test-artifacts/dashboard/ (ignored by git)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     ignore = ARTIFACTS.parent / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path

@@ -503,30 +503,95 @@ def test_payloads_in_clicks_and_links_are_text_and_nothing_runs(
     assert not page.watched.problems()
 
 
-def test_screenshots_at_desktop_and_phone_widths(browser: Any, stack: Stack, data: Data) -> None:
-    for width, height in ((1280, 900), (360, 740)):
+def test_screenshots_at_desktop_and_phone_widths_light_and_dark(
+    browser: Any, stack: Stack, data: Data
+) -> None:
+    backgrounds = {}
+    for width, height, scheme in ((1280, 900, "light"), (360, 740, "light"), (1280, 900, "dark")):
         context = browser.new_context(
-            viewport={"width": width, "height": height}, timezone_id=ZONE, locale="en-US"
+            viewport={"width": width, "height": height},
+            timezone_id=ZONE,
+            locale="en-US",
+            color_scheme=scheme,
         )
         tab = context.new_page()
         watched = watch(tab)
+        name = f"{width}" + ("-dark" if scheme == "dark" else "")
         try:
             sign_in(tab, stack, data.key)
             settled(tab)
             tab.locator("#links-table tbody tr").first.wait_for()
+            backgrounds[scheme] = tab.evaluate("getComputedStyle(document.body).backgroundColor")
             # Readable at this width: nothing makes the page itself scroll sideways.
             assert tab.evaluate("document.documentElement.scrollWidth") <= width
-            path = screenshot(tab, f"overview-{width}")
-            assert path.stat().st_size > 10_000
+            assert screenshot(tab, f"overview-{name}").stat().st_size > 10_000
+            if name == "1280":
+                screenshot(tab, "overview-1280-top", full_page=False)  # the README's
             tab.evaluate(f"location.hash = 'link={data.codes[0]}'")
             tab.locator("#link-title").wait_for()
             settled(tab)
             assert totals(tab)["clicks"] == 13
             assert tab.evaluate("document.documentElement.scrollWidth") <= width
-            assert screenshot(tab, f"link-{width}").stat().st_size > 10_000
+            assert screenshot(tab, f"link-{name}").stat().st_size > 10_000
         finally:
             context.close()
         assert not watched.problems(), watched.problems()
+    assert backgrounds["light"] != backgrounds["dark"]  # prefers-color-scheme is followed
+
+
+def test_range_timezone_and_custom_dates_are_in_the_fragment_and_the_queries(
+    page: Any, stack: Stack, data: Data
+) -> None:
+    sign_in(page, stack, data.key, "#range=24h&tz=America/New_York")
+    settled(page)
+    assert page.locator("#range").input_value() == "24h"
+    assert page.locator("#tz").input_value() == "America/New_York"
+    with stack.api(data.key) as client:
+        answer = client.post(
+            "/analytics/query",
+            json={"metrics": ["human_clicks", "bot_clicks"], "dimensions": ["time:hour"],
+                  "date_range": "24h", "timezone": "America/New_York"},
+        ).json()  # fmt: skip
+    bars = page.locator("#chart svg g.bucket")
+    assert bars.count() == len(answer["results"])
+    assert (
+        page.locator("#chart svg")
+        .get_attribute("aria-label")
+        .startswith(f"Clicks over time: {data.sent} clicks")
+    )
+    page.get_by_label("Timezone").select_option("Asia/Tokyo")
+    page.wait_for_function("() => location.hash.includes('tz=Asia%2FTokyo')")
+    page.get_by_label("Range").select_option("custom")
+    today = page.evaluate("new Date().toISOString().slice(0, 10)")
+    page.get_by_label("From", exact=True).fill("2020-01-01")
+    page.get_by_label("To", exact=True).fill(today)
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_function("() => location.hash.includes('range=custom')")
+    settled(page)
+    assert "from=2020-01-01" in page.url and f"to={today}" in page.url
+    expected = stack.query(data.key, metrics=["clicks", "human_clicks", "visitors"],
+                           date_range=["2020-01-01", today], timezone="Asia/Tokyo")  # fmt: skip
+    assert list(totals(page).values()) == expected["results"][0]["metrics"]
+    # A month series over a span that long; every control has a label.
+    assert page.locator("#chart svg g.bucket").count() > 12
+    unlabelled = page.evaluate(
+        "[...document.querySelectorAll('input, select, button')]"
+        ".filter(e => !e.closest('[hidden]') && !(e.labels && e.labels.length)"
+        " && !e.getAttribute('aria-label') && !e.textContent.trim()).map(e => e.outerHTML)"
+    )
+    assert unlabelled == []
+
+
+def test_numbers_follow_the_browser_locale(browser: Any, stack: Stack) -> None:
+    context = browser.new_context(locale="de-DE")
+    tab = context.new_page()
+    try:
+        tab.goto(f"{stack.url}/dashboard/")
+        base = tab.locator("link[rel=stylesheet]").get_attribute("href").rsplit("/", 1)[0]
+        formatted = tab.evaluate(f"import('{base}/dom.js').then(m => m.formatNumber(1234567))")
+        assert formatted == "1.234.567"
+    finally:
+        context.close()
 
 
 def test_a_rate_limited_key_is_told_to_wait(browser: Any, start_edge: Any, stores: Stores) -> None:

@@ -14,14 +14,22 @@ function s(tag, attrs = {}, text) {
   return node;
 }
 
-/** A short label of a time bucket as the API returns it (e.g. "2026-12-08" or "2026-12-08 13:00:00"). */
+const LABELS = {
+  "time:month": new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", timeZone: "UTC" }),
+  "time:day": new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: "UTC" }),
+  "time:hour": new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZone: "UTC" }),
+};
+LABELS["time:week"] = LABELS["time:day"];
+LABELS["time:minute"] = LABELS["time:hour"];
+
+/** A bucket as the API names it ("2026-12-08" or "2026-12-08 13:00:00", already in the view's
+ * timezone), in the browser's locale. Formatted as UTC so no second timezone shift happens. */
 export function bucketLabel(value, dimension) {
   const text = String(value);
   const m = text.match(/^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2}))?/);
-  if (!m) return text;
-  if (dimension === "time:month") return `${m[1]}-${m[2]}`;
-  if (dimension === "time:hour" || dimension === "time:minute") return `${m[2]}-${m[3]} ${m[4] ?? "00"}:${m[5] ?? "00"}`;
-  return `${m[1]}-${m[2]}-${m[3]}`;
+  if (!m || !LABELS[dimension]) return text;
+  const when = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4] ?? 0), Number(m[5] ?? 0));
+  return LABELS[dimension].format(when);
 }
 
 /** Draw ``points`` ([{label, human, bot}]) into ``container``. */
@@ -62,11 +70,14 @@ export function drawSeries(container, points, dimension) {
     if (p.bot > 0) g.append(s("rect", { x, width: barW, y: y(p.human + p.bot), height: y(p.human) - y(p.human + p.bot), class: "bot" }));
     svg.append(g);
   });
-  if (points.length) {
-    const first = bucketLabel(points[0].label, dimension);
-    const last = bucketLabel(points[points.length - 1].label, dimension);
-    svg.append(s("text", { x: PAD.left, y: HEIGHT - 6, class: "axis" }, first));
-    svg.append(s("text", { x: WIDTH - PAD.right, y: HEIGHT - 6, "text-anchor": "end", class: "axis" }, last));
-  }
+  // Up to one label per ~110 px, under the bars they name.
+  const every = Math.max(1, Math.ceil(points.length / Math.max(1, Math.floor(plotW / 110))));
+  points.forEach((p, i) => {
+    if (i % every !== 0) return;
+    const x = PAD.left + i * step + step / 2;
+    const anchor = points.length === 1 ? "middle" : i === 0 ? "start" : "middle";
+    svg.append(s("text", { x: anchor === "start" ? PAD.left + i * step : x, y: HEIGHT - 6, "text-anchor": anchor, class: "axis" },
+      bucketLabel(p.label, dimension)));
+  });
   container.replaceChildren(svg);
 }

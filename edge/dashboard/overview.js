@@ -180,7 +180,7 @@ export class Overview {
     }
     const target = safeHref(link.url);
     fill(this.detail,
-      h("h3", { id: "link-title", text: `Link ${link.code}` }),
+      h("h3", { id: "link-title", text: "Details" }),
       h("dl", { className: "facts" },
         h("dt", { text: "Short URL" }), h("dd", { className: "short-url", text: link.short_url }),
         h("dt", { text: "Target" }), h("dd", {}, target

@@ -83,7 +83,7 @@ class Aggregator:
         for shard in self.shards:
             try:
                 outcome = await self.flusher.flush_shard(shard)
-            except Exception as exc:  # the snapshot stays in Redis; the next pass resumes it
+            except Exception as exc:  # noqa: BLE001 -- the snapshot stays; the next pass resumes it
                 failure = failure or exc
                 continue
             if outcome is not None:
@@ -148,12 +148,12 @@ class Aggregator:
         """None when Redis and Postgres both answer; else which one does not, and why."""
         try:
             await asyncio.wait_for(self.redis.ping(), PROBE_TIMEOUT_S)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure means "not ready", said why
             return f"redis unavailable: {type(exc).__name__}: {exc}"
         try:
             assert self.pool is not None
             await asyncio.wait_for(self.pool.fetchval("SELECT 1"), PROBE_TIMEOUT_S)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure means "not ready", said why
             return f"postgres unavailable: {type(exc).__name__}: {exc}"
         return None
 

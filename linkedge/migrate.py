@@ -7,11 +7,10 @@ safe: the second waits, then finds nothing left to apply.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 

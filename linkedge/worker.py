@@ -160,7 +160,7 @@ async def run_worker(
             while True:
                 try:
                     more = await worker.tick()
-                except Exception as exc:  # a store is down, or a bug: either way retry, logged
+                except Exception as exc:  # noqa: BLE001 -- a store down, or a bug: retried, logged
                     outage.failed(exc)
                     await wait_or_stop(stop, backoff.next())
                     break
@@ -172,7 +172,7 @@ async def run_worker(
             await asyncio.wait_for(worker.drain(), drain_timeout)
         except TimeoutError:
             log.warning("%s: drain did not finish within %.0f s", worker.name, drain_timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- the last flush below still runs
             log.warning("%s: drain failed: %s: %s", worker.name, type(exc).__name__, exc)
     finally:
         await worker.close()

@@ -194,7 +194,7 @@ class Process:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.args = args
         self.log = log
-        self._out = open(log, "ab")
+        self._out = open(log, "ab")  # noqa: SIM115 -- open for the process's life, closed by stop()
         self.proc = procgroup.spawn(args, env=env, cwd=ROOT, output=self._out)
 
     @property

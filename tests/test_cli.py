@@ -11,16 +11,16 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from conftest import ROOT, Db, Stores, run
 
 from linkedge.migrate import migration_files
 from linkedge.settings import Secret, Settings
-from conftest import ROOT, Db, Stores, run
 
 
 def linkedge(stores: Stores, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "linkedge.cli", *args],
-        env=stores.env(**env), cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=stores.env(**env), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )
 
 

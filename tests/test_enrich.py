@@ -30,21 +30,21 @@ _ids = ClickIds()
 
 def click(**changes: object) -> Click:
     ts_ms = int(changes.pop("ts_ms", int(time.time() * 1000)))  # type: ignore[call-overload]
-    values: dict[str, object] = dict(
-        id=_ids.new(ts_ms),
-        ts_ms=ts_ms,
-        link_id=7,
-        account_id=3,
-        code="abc",
-        target="https://example.com/landing",
-        ip="8.8.8.8",
-        user_agent=IPHONE,
-        referer="https://www.news.example.org/article?id=1",
-        accept_language="en-GB,en;q=0.9",
-        host="go.example",
-        utm={"utm_source": "newsletter", "utm_campaign": "spring"},
-        bot="",
-    )
+    values: dict[str, object] = {
+        "id": _ids.new(ts_ms),
+        "ts_ms": ts_ms,
+        "link_id": 7,
+        "account_id": 3,
+        "code": "abc",
+        "target": "https://example.com/landing",
+        "ip": "8.8.8.8",
+        "user_agent": IPHONE,
+        "referer": "https://www.news.example.org/article?id=1",
+        "accept_language": "en-GB,en;q=0.9",
+        "host": "go.example",
+        "utm": {"utm_source": "newsletter", "utm_campaign": "spring"},
+        "bot": "",
+    }
     values.update(changes)
     return Click(**values)  # type: ignore[arg-type]
 

@@ -199,7 +199,7 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
         assert httpx.get(f"{env['LINKEDGE_URL']}/{DEMO_CODE}", headers=browser, timeout=10).status_code == 302
     link_id = db_fetchval(env["DATABASE_URL"], "SELECT id FROM links WHERE code = $1", DEMO_CODE)
     expected = {"postgres": 4, "clickhouse": 4}  # the GET above and these three
-    counts = lambda: {  # noqa: E731
+    counts = lambda: {
         "postgres": db_fetchval(
             env["DATABASE_URL"], "SELECT coalesce(max(clicks), 0) FROM link_click_totals WHERE link_id = $1", link_id
         ),
@@ -212,8 +212,8 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
 
     # run.env sourced by a shell gives the other commands what they need.
     shell = subprocess.run(
-        ["bash", "-c", f"set -a; . {home / 'run.env'}; set +a; "
-         f"{sys.executable} -c 'import os; print(os.environ[\"DATABASE_URL\"], os.environ[\"LINKEDGE_URL\"])'"],
+        ["bash", "-c", (f"set -a; . {home / 'run.env'}; set +a; "
+         f"{sys.executable} -c 'import os; print(os.environ[\"DATABASE_URL\"], os.environ[\"LINKEDGE_URL\"])'")],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )
     assert shell.stdout.split() == [env["DATABASE_URL"], env["LINKEDGE_URL"]]

@@ -126,7 +126,7 @@ def machine() -> dict[str, str]:
 
 def _version(cmd: list[str]) -> str:
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     text = (done.stdout + done.stderr).strip().splitlines()

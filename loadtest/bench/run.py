@@ -410,13 +410,22 @@ class Bench:
         return pyspy.summary(out.read_text())
 
     def write_results(self, table: str, profile: str) -> None:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
         self.config.out.mkdir(parents=True, exist_ok=True)
         machine = observe.machine()
         text = [f"# linkedge bench {stamp} UTC", ""]
         text += [f"- {key}: {value}" for key, value in machine.items()]
-        text += [f"- rounds {self.config.rounds} x {self.config.seconds:.0f}s, wrk -t1 -c{self.config.connections}, "
-                 f"pinned: load core {self.load_cpu}, servers core {self.server_cpu}", "", table, "## Runs", ""]
+        text += [
+            (
+                f"- rounds {self.config.rounds} x {self.config.seconds:.0f}s, wrk -t1"
+                f" -c{self.config.connections}, pinned: load core {self.load_cpu}, servers core"
+                f" {self.server_cpu}"
+            ),
+            "",
+            table,
+            "## Runs",
+            "",
+        ]
         text += [f"- {line}" for line in self.details]
         if profile:
             text += ["", "## Profile of the hot edge worker (py-spy)", "", "```", profile.rstrip(), "```"]

@@ -29,7 +29,7 @@ class Proc:
         self.name = name
         self.args = args
         self.log = log
-        self._out = open(log, "ab")
+        self._out = open(log, "ab")  # noqa: SIM115 -- open for the process's life, closed by stop()
         self.proc = procgroup.spawn(args, env=env, cwd=ROOT, output=self._out)
 
     @property

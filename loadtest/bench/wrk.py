@@ -105,7 +105,9 @@ def run(
         raise WrkError(f"refusing a non-loopback target {url}")
     cmd = command(url, script, args, seconds=seconds, connections=connections, cpu=cpu)
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish: {' '.join(cmd)}") from exc
     if done.returncode != 0:

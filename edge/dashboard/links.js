@@ -80,6 +80,7 @@ export class Links {
 
   row(link) {
     const target = safeHref(link.url);
+    const shortUrl = h("span", { className: "short-url", text: link.short_url });
     const copy = h("button", { type: "button", className: "copy", "aria-label": `Copy ${link.short_url}`, text: "Copy" });
     copy.addEventListener("click", async () => {
       try {
@@ -87,7 +88,7 @@ export class Links {
         copy.textContent = "Copied";
       } catch {
         const range = document.createRange();
-        range.selectNodeContents(copy.previousSibling);
+        range.selectNodeContents(shortUrl);
         getSelection().removeAllRanges();
         getSelection().addRange(range);
         copy.textContent = "Selected";
@@ -99,7 +100,7 @@ export class Links {
       h("button", { type: "button", className: "delete", text: "Delete", "aria-label": `Delete ${link.code}`, onclick: () => this.confirmDelete(link, actions) }));
     // data-label: the column's name, shown by the stylesheet where rows stack on a phone.
     return h("tr", { dataset: { code: link.code } },
-      h("td", { dataset: { label: "Short URL" } }, h("span", { className: "short-url", text: link.short_url }), " ", copy),
+      h("td", { dataset: { label: "Short URL" } }, shortUrl, " ", copy),
       h("td", { className: "target-cell", dataset: { label: "Target" } }, target
         ? h("a", { href: target, rel: "noopener noreferrer", target: "_blank", className: "target", text: link.url })
         : h("span", { className: "target", text: link.url })),

@@ -28,7 +28,17 @@ log = logging.getLogger("linkedge.edge")
 
 # First path segments that are never short codes: the API app owns them.
 RESERVED = frozenset(
-    {"api", "healthz", "readyz", "metrics", "favicon.ico", "robots.txt", "static", "docs", "dashboard"}
+    {
+        "api",
+        "healthz",
+        "readyz",
+        "metrics",
+        "favicon.ico",
+        "robots.txt",
+        "static",
+        "docs",
+        "dashboard",
+    }
 )
 
 

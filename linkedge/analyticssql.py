@@ -6,12 +6,13 @@ server for both ``chdb://`` and ``http(s)://``). Every statement is restricted t
 ``account_id = {account:UInt64}``, and to one link when the scope names one.
 
 Where the rows come from (``source``): the rollups of ``schema/clickhouse/0002_rollups.sql`` when
-the query fits one, else the raw ``clicks``. A rollup holds, per account, link, hour (or UTC day)
-and one dimension value, ``uniqExact`` states of click ids, human click ids and visitor hashes, so
-every metric it gives is exact, as on ``clicks``. It fits when the query names at most one of
-``ROLLUP_DIMENSIONS`` (in dimensions and filters together, besides ``link`` and ``tag``), no
-``time:minute``, and a range on its bucket boundaries: whole UTC hours with a time zone whose
-offset is whole hours (``clicks_by_hour``), whole UTC days in UTC (``clicks_by_day``).
+the query fits one, else the raw ``clicks``. A rollup holds, per account, hour (or UTC day) and one
+dimension value, ``uniqExact`` states of click ids, human click ids and visitor hashes, so every
+metric it gives is exact, as on ``clicks``. It fits an account-wide query (no link scope, no
+``link`` or ``tag``) naming at most one of ``ROLLUP_DIMENSIONS`` in its dimensions and filters
+together, no ``time:minute``, over a range on its bucket boundaries: whole UTC hours with a time
+zone whose offset is whole hours (``clicks_by_hour``), whole UTC days in UTC (``clicks_by_day``).
+A query of one link reads ``clicks`` through its sort key ``(link_id, ts)``: only that link's rows.
 
 ``tag``: tags live in Postgres, so the caller passes the account's ``link id -> tags`` (tagged
 links only) in ``Scope.tags``; it is bound as two arrays and read as a map of the click's link id.
@@ -100,11 +101,13 @@ def _whole_hours(query: Query) -> bool:
     return all(o is not None and o.total_seconds() % 3600 == 0 for o in offsets)
 
 
-def choose_source(query: Query) -> Source:
+def choose_source(query: Query, scope: Scope) -> Source:
     """The smallest table that answers ``query`` exactly."""
     named = set(query.dimensions) | {f.dimension for f in query.filters}
-    plain = {name for name in named if not name.startswith("time:")} - {"link", "tag"}
-    if query.grain == "minute" or len(plain) > 1 or not plain <= set(ROLLUP_DIMENSIONS):
+    plain = {name for name in named if not name.startswith("time:")}
+    if scope.link_id is not None or query.grain == "minute" or len(plain) > 1:
+        return RAW
+    if not plain <= set(ROLLUP_DIMENSIONS):
         return RAW
     start, end = query.start.timestamp(), query.end.timestamp()
     if query.timezone == "UTC" and query.grain != "hour" and start % 86_400 == end % 86_400 == 0:
@@ -132,9 +135,7 @@ def _time_expression(grain: str, source: Source) -> str:
 def _column(dimension: str, source: Source) -> str:
     if dimension == "tag":
         return TAGS
-    if source.rollup and dimension != "link":
-        return "value"
-    return RAW_COLUMNS[dimension]
+    return "value" if source.rollup else RAW_COLUMNS[dimension]
 
 
 def _dimension_expression(dimension: str, source: Source) -> str:
@@ -180,7 +181,7 @@ def _order(query: Query, aliases: dict[str, str]) -> list[str]:
 
 def build(query: Query, scope: Scope) -> Statement:
     """The one SELECT answering ``query`` within ``scope``, and its parameters."""
-    source = choose_source(query)
+    source = choose_source(query, scope)
     metrics = ROLLUP_METRICS if source.rollup else RAW_METRICS
     aliases = {name: f"m{i}" for i, name in enumerate(query.metrics)}
     aliases.update({name: f"d{i}" for i, name in enumerate(query.dimensions)})

@@ -36,7 +36,9 @@ def display_prefix(key: str) -> str:
 def check_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
-        raise UnknownScopeError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        raise UnknownScopeError(
+            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}"
+        )
     return sorted(set(scopes))
 
 

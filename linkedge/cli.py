@@ -20,7 +20,9 @@ from linkedge.settings import ConfigError, Settings
 
 
 def _add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    create = sub.add_parser("create-key", help="create an API key (and its account); prints it once")
+    create = sub.add_parser(
+        "create-key", help="create an API key (and its account); prints it once"
+    )
     create.add_argument("--account", required=True, help="account name; created when new")
     create.add_argument(
         "--scopes",
@@ -30,7 +32,9 @@ def _add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help=f"scopes to grant (default: all of {' '.join(apikeys.SCOPES)})",
     )
     create.set_defaults(target="linkedge.cli:create_key")
-    revoke = sub.add_parser("revoke-key", help="revoke an API key, given the key or its lk_xxxxxx prefix")
+    revoke = sub.add_parser(
+        "revoke-key", help="revoke an API key, given the key or its lk_xxxxxx prefix"
+    )
     revoke.add_argument("key")
     revoke.set_defaults(target="linkedge.cli:revoke_key")
 
@@ -39,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linkedge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
-        "up": ("linkedge.stack:run", "start the whole stack (embedded stores where URLs are unset)"),
+        "up": (
+            "linkedge.stack:run",
+            "start the whole stack (embedded stores where URLs are unset)",
+        ),
         "edge": ("linkedge.serve:run", "serve the edge app with Granian"),
         "migrate": ("linkedge.cli:migrate", "apply pending Postgres and ClickHouse migrations"),
         "aggregator": ("aggregator.main:run", "move click counters from Redis to Postgres"),
@@ -59,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve(target: str) -> Callable[[Settings, argparse.Namespace], int]:
     module, _, func = target.partition(":")
-    runner: Callable[[Settings, argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+    runner: Callable[[Settings, argparse.Namespace], int] = getattr(
+        importlib.import_module(module), func
+    )
     return runner
 
 
@@ -110,7 +119,9 @@ def create_key(settings: Settings, args: argparse.Namespace) -> int:
         print(f"linkedge create-key: {exc}", file=sys.stderr)
         return 2
     print(key)
-    print(f"key id {key_id} for account {args.account!r}; it is shown only this once", file=sys.stderr)
+    print(
+        f"key id {key_id} for account {args.account!r}; it is shown only this once", file=sys.stderr
+    )
     return 0
 
 

@@ -36,7 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float) -> None:
+def _wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -109,15 +111,24 @@ class EmbeddedRedis(_Child):
         log = self.data_dir / "redis.log"
         args = [
             redis_server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--logfile", str(log),
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--save", "",
-            "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "everysec",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--logfile",
+            str(log),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "everysec",
         ]
         self.proc = procgroup.spawn(args)
         _wait_for_port(self.port, self.proc, "redis-server", log, timeout)
@@ -145,7 +156,14 @@ def _prepare_for_system_user(data_dir: Path, bin_dir: Path) -> None:
         entry = pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -169,7 +187,9 @@ class EmbeddedPostgres(_Child):
 
     _stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions, exit cleanly
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, database: str = "linkedge") -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, database: str = "linkedge"
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.database = database
@@ -192,9 +212,21 @@ class EmbeddedPostgres(_Child):
         user = self._user()
         if not (pgdata / "PG_VERSION").exists():
             subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", PG_USER, "--auth=trust",
-                 "--encoding=UTF8", "--no-locale", "--no-sync"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, user=user,
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    PG_USER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                user=user,
             )
         stale = pgdata / "postmaster.pid"
         if stale.exists():

@@ -52,7 +52,9 @@ async def migrate_postgres(dsn: str) -> list[str]:
                        name       text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            done = {
+                row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")
+            }
             for number, path in migration_files("postgres"):
                 if number in done:
                     continue

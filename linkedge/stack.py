@@ -83,7 +83,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except (StackError, EmbeddedError) as exc:
         print(f"linkedge up: {exc}", file=sys.stderr, flush=True)
         return 1
-    except (OSError, asyncpg.PostgresError) as exc:  # a given DATABASE_URL that does not answer, a full disk
+    except (
+        OSError,
+        asyncpg.PostgresError,
+    ) as exc:  # a given DATABASE_URL that does not answer, a full disk
         print(f"linkedge up: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
@@ -121,11 +124,17 @@ class Stack:
         asyncio.run(migrate_postgres(env["DATABASE_URL"]))
         previous = read_env_file(self.run_env)
         key = asyncio.run(ensure_demo(env["DATABASE_URL"], previous.get("LINKEDGE_API_KEY")))
-        if not self.settings.visitor_salt_secret:  # kept across runs, so visitor counts stay comparable
-            env["VISITOR_SALT_SECRET"] = previous.get("VISITOR_SALT_SECRET") or secrets.token_urlsafe(32)
+        if (
+            not self.settings.visitor_salt_secret
+        ):  # kept across runs, so visitor counts stay comparable
+            env["VISITOR_SALT_SECRET"] = previous.get(
+                "VISITOR_SALT_SECRET"
+            ) or secrets.token_urlsafe(32)
         # Written even when given, so a shell that sources run.env can run `linkedge reconcile`.
         env["ANALYTICS_TOKEN"] = (
-            self.settings.analytics_token.get() or previous.get("ANALYTICS_TOKEN") or secrets.token_urlsafe(32)
+            self.settings.analytics_token.get()
+            or previous.get("ANALYTICS_TOKEN")
+            or secrets.token_urlsafe(32)
         )
         edge_url = self.settings.replace(port=ports["PORT"]).base_url
         write_env_file(self.run_env, {"LINKEDGE_URL": edge_url, "LINKEDGE_API_KEY": key, **env})
@@ -148,10 +157,14 @@ class Stack:
         state = read_json(self.state_file)
         owner = state.get("pid")
         if isinstance(owner, int) and owner != os.getpid() and runs_ours(owner):
-            raise StackError(f"another `linkedge up` (pid {owner}) is running from {self.home}; stop it first")
+            raise StackError(
+                f"another `linkedge up` (pid {owner}) is running from {self.home}; stop it first"
+            )
         for name, pid in dict(state.get("processes", {})).items():
             if isinstance(pid, int) and runs_ours(pid):
-                log.warning("stopping %s (pid %d) left running by a killed `linkedge up`", name, pid)
+                log.warning(
+                    "stopping %s (pid %d) left running by a killed `linkedge up`", name, pid
+                )
                 procgroup.stop_group(pid, signal.SIGTERM, 10.0)
         self.claimed = True
         self._record()
@@ -161,14 +174,19 @@ class Stack:
         wanted = {
             "PORT": (self.settings.port, self.settings.host),
             "ANALYTICS_PORT": (self.settings.analytics_port, self.settings.metrics_host),
-            "AGGREGATOR_METRICS_PORT": (self.settings.aggregator_metrics_port, self.settings.metrics_host),
+            "AGGREGATOR_METRICS_PORT": (
+                self.settings.aggregator_metrics_port,
+                self.settings.metrics_host,
+            ),
         }
         ports = {}
         for name, (port, host) in wanted.items():
             if port == 0:
                 port = free_port()
             elif not port_free(port, host):
-                raise StackError(f"port {port} on {host} is taken: set {name} to another port (0: any free one)")
+                raise StackError(
+                    f"port {port} on {host} is taken: set {name} to another port (0: any free one)"
+                )
             ports[name] = port
         return ports
 
@@ -192,7 +210,9 @@ class Stack:
             urls["DATABASE_URL"] = pg.start().url
         if not urls["CLICKHOUSE_URL"]:
             urls["CLICKHOUSE_URL"] = chdb_url(self.home / "clickhouse")
-        write_json(self.home / "ports.json", {**saved, **{n: s.port for n, s in self.stores.items()}})
+        write_json(
+            self.home / "ports.json", {**saved, **{n: s.port for n, s in self.stores.items()}}
+        )
         self._record()
         return urls
 
@@ -200,11 +220,15 @@ class Stack:
         if name == "edge":
             env = {**env}
             env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.home / "prometheus"))
-        self.apps[name] = procgroup.spawn([sys.executable, "-m", "linkedge.cli", name], env=env, tied=True)
+        self.apps[name] = procgroup.spawn(
+            [sys.executable, "-m", "linkedge.cli", name], env=env, tied=True
+        )
         self._record()
 
     def _wait_ready(self, ports: dict[str, int]) -> None:
-        host = self.settings.host if self.settings.host not in {"0.0.0.0", "::", ""} else "127.0.0.1"
+        host = (
+            self.settings.host if self.settings.host not in {"0.0.0.0", "::", ""} else "127.0.0.1"
+        )
         host = f"[{host}]" if ":" in host else host
         probes = {
             "edge": f"http://{host}:{ports['PORT']}/healthz",
@@ -216,20 +240,26 @@ class Stack:
             self._check_apps()
             probes = {name: url for name, url in probes.items() if not answers(url)}
             if probes and time.monotonic() > deadline:
-                raise StackError(f"{', '.join(probes)} did not answer /healthz within {READY_TIMEOUT_S:.0f}s")
+                raise StackError(
+                    f"{', '.join(probes)} did not answer /healthz within {READY_TIMEOUT_S:.0f}s"
+                )
             time.sleep(0.2)
 
     def _banner(self, edge_url: str, key: str, env: dict[str, str]) -> None:
         auth = f'-H "Authorization: Bearer {key}"'
-        run_env = os.path.relpath(self.run_env) if self.run_env.is_relative_to(Path.cwd()) else str(self.run_env)
+        run_env = (
+            os.path.relpath(self.run_env)
+            if self.run_env.is_relative_to(Path.cwd())
+            else str(self.run_env)
+        )
         print(
             f"""
 linkedge is up (Ctrl-C stops everything)
   edge       {edge_url}   ({self.settings.workers} worker(s))
   API key    {key}   (account {DEMO_ACCOUNT!r})
   demo link  {edge_url}/{DEMO_CODE} -> {DEMO_TARGET}
-  analytics  {env['ANALYTICS_URL']}
-  stores     {_redact(env['REDIS_URL'])}  {_redact(env['DATABASE_URL'])}  {_redact(env['CLICKHOUSE_URL'])}
+  analytics  {env["ANALYTICS_URL"]}
+  stores     {_redact(env["REDIS_URL"])}  {_redact(env["DATABASE_URL"])}  {_redact(env["CLICKHOUSE_URL"])}
   all of it  {run_env}
 
 Try:
@@ -269,10 +299,17 @@ Try:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("%s (pid %d) did not stop within %.0fs; killing it", name, proc.pid, STOP_TIMEOUT_S)
+                log.error(
+                    "%s (pid %d) did not stop within %.0fs; killing it",
+                    name,
+                    proc.pid,
+                    STOP_TIMEOUT_S,
+                )
                 procgroup.signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
-            procgroup.stop_group(proc.pid, signal.SIGKILL, 5.0)  # workers or helpers that outlived their leader
+            procgroup.stop_group(
+                proc.pid, signal.SIGKILL, 5.0
+            )  # workers or helpers that outlived their leader
         for name in ("postgres", "redis"):
             store = self.stores.get(name)
             if store is not None and getattr(store, "proc", None) is not None:
@@ -290,7 +327,9 @@ Try:
         for name, store in self.stores.items():
             if getattr(store, "proc", None) is not None:
                 processes[name] = store.pid
-        write_json(self.state_file, {"pid": os.getpid(), "ready": self.ready, "processes": processes})
+        write_json(
+            self.state_file, {"pid": os.getpid(), "ready": self.ready, "processes": processes}
+        )
 
 
 def answers(url: str) -> bool:

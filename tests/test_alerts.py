@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-RULES = Path(__file__).resolve().parent.parent / "helm" / "linkedge" / "alerts" / "linkedge-rules.yaml"
+RULES = (
+    Path(__file__).resolve().parent.parent / "helm" / "linkedge" / "alerts" / "linkedge-rules.yaml"
+)
 # On PATH, or unpacked into the venv by `make test` (from Debian's prometheus package).
 PROMTOOL = shutil.which("promtool") or shutil.which(
     "promtool", path=str(Path(sys.executable).parent)
@@ -54,15 +56,17 @@ CASES: dict[str, list[Case]] = {
     "LinkedgeClicksDropped": [
         Case(
             "a counter that grows",
-            {'linkedge_clicks_dropped_total{namespace="links",pod="e1",reason="spool_full"}': "0 0 0 5 40 40"},
+            {
+                'linkedge_clicks_dropped_total{namespace="links",pod="e1",reason="spool_full"}': "0 0 0 5 40 40"
+            },
             "5m",
-            [
-                fired(DROPPED, **NS)
-            ],
+            [fired(DROPPED, **NS)],
         ),
         Case(
             "a reason's first drop: the series appears above 0",
-            {'linkedge_clicks_dropped_total{namespace="links",pod="e2",reason="invalid"}': "_x5 1x10"},
+            {
+                'linkedge_clicks_dropped_total{namespace="links",pod="e2",reason="invalid"}': "_x5 1x10"
+            },
             "8m",
             [fired(DROPPED, **NS)],
         ),
@@ -74,7 +78,11 @@ CASES: dict[str, list[Case]] = {
             },
             "25m",
         ),
-        Case("no drop series at all", {'linkedge_clicks_spooled_total{namespace="links"}': "0x20"}, "15m"),
+        Case(
+            "no drop series at all",
+            {'linkedge_clicks_spooled_total{namespace="links"}': "0x20"},
+            "15m",
+        ),
     ],
     "LinkedgeClickFlushErrors": [
         Case(
@@ -229,7 +237,9 @@ CASES: dict[str, list[Case]] = {
         ),
         Case(
             "a failed call now and then",
-            {'linkedge_analytics_clickhouse_up{namespace="links",pod="n1"}': "1 0 1 1 0 1 1 1 0 1 1 1"},
+            {
+                'linkedge_analytics_clickhouse_up{namespace="links",pod="n1"}': "1 0 1 1 0 1 1 1 0 1 1 1"
+            },
             "10m",
         ),
     ],
@@ -358,7 +368,9 @@ def _test_file(alert: str, tmp_path: Path) -> Path:
                 "name": f"{alert}: {case.name}",
                 "interval": "1m",
                 "input_series": [{"series": s, "values": v} for s, v in case.series.items()],
-                "alert_rule_test": [{"eval_time": case.at, "alertname": alert, "exp_alerts": expected}],
+                "alert_rule_test": [
+                    {"eval_time": case.at, "alertname": alert, "exp_alerts": expected}
+                ],
             }
         )
     path = tmp_path / f"{alert}.test.yaml"

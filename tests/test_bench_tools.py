@@ -53,7 +53,9 @@ def test_wrk_summary_is_parsed() -> None:
 
 
 def test_wrk_latency_units_are_converted() -> None:
-    text = WRK_TEXT.replace("50%    2.05ms", "50%  870.00us").replace("99%    5.12ms", "99%    1.20s")
+    text = WRK_TEXT.replace("50%    2.05ms", "50%  870.00us").replace(
+        "99%    5.12ms", "99%    1.20s"
+    )
     result = wrk.parse_summary(text)
     assert result.p50_ms == pytest.approx(0.87)
     assert result.p99_ms == pytest.approx(1200.0)
@@ -62,7 +64,12 @@ def test_wrk_latency_units_are_converted() -> None:
 def test_wrk_without_errors_or_latency_flag() -> None:
     text = "Running 1s test @ http://127.0.0.1:1\n  2000 requests in 1.00m, 1MB read\nRequests/sec: 33.3\n"
     result = wrk.parse_summary(text)
-    assert (result.requests, result.duration_s, result.status_errors, result.socket_errors) == (2000, 60.0, 0, 0)
+    assert (result.requests, result.duration_s, result.status_errors, result.socket_errors) == (
+        2000,
+        60.0,
+        0,
+        0,
+    )
     assert math.isnan(result.p50_ms)
 
 
@@ -81,12 +88,17 @@ def test_unreadable_wrk_output_is_an_error() -> None:
 
 
 def test_wrk_command_is_pinned_and_bounded() -> None:
-    cmd = wrk.command("http://127.0.0.1:9/", "zipf.lua", ["/tmp/codes"], seconds=4.6, connections=64, cpu=0)
+    cmd = wrk.command(
+        "http://127.0.0.1:9/", "zipf.lua", ["/tmp/codes"], seconds=4.6, connections=64, cpu=0
+    )
     assert cmd[:3] == ["taskset", "-c", "0"]
     assert "-t1" in cmd and "-c64" in cmd and "-d5s" in cmd and "--latency" in cmd
     assert cmd[-2:] == ["--", "/tmp/codes"]
     assert cmd[cmd.index("-s") + 1].endswith("loadtest/bench/zipf.lua")
-    assert wrk.command("http://127.0.0.1:9/", "zipf.lua", [], seconds=1, connections=1, cpu=None)[0] == "wrk"
+    assert (
+        wrk.command("http://127.0.0.1:9/", "zipf.lua", [], seconds=1, connections=1, cpu=None)[0]
+        == "wrk"
+    )
 
 
 def test_wrk_refuses_a_non_loopback_target() -> None:
@@ -130,8 +142,14 @@ def test_code_file_is_one_code_per_line(tmp_path: Path) -> None:
 
 
 def _result(requests: int, p50: float = 1.0, p99: float = 2.0, status_errors: int = 0) -> WrkResult:
-    return WrkResult(requests=requests, duration_s=1.0, status_errors=status_errors, socket_errors=0,
-                     p50_ms=p50, p99_ms=p99)
+    return WrkResult(
+        requests=requests,
+        duration_s=1.0,
+        status_errors=status_errors,
+        socket_errors=0,
+        p50_ms=p50,
+        p99_ms=p99,
+    )
 
 
 def test_series_reports_medians_and_the_median_of_paired_ratios() -> None:
@@ -153,8 +171,12 @@ def test_series_without_runs_is_not_available() -> None:
 def test_count_check_allows_only_requests_in_flight() -> None:
     assert CountCheck(counted=1010, served=1010, seen=1000, in_flight=64).ok
     assert not CountCheck(counted=1009, served=1010, seen=1000, in_flight=64).ok  # a click lost
-    assert not CountCheck(counted=999, served=None, seen=1000, in_flight=64).ok  # fewer than wrk saw
-    assert not CountCheck(counted=1100, served=None, seen=1000, in_flight=64).ok  # more than in flight
+    assert not CountCheck(
+        counted=999, served=None, seen=1000, in_flight=64
+    ).ok  # fewer than wrk saw
+    assert not CountCheck(
+        counted=1100, served=None, seen=1000, in_flight=64
+    ).ok  # more than in flight
     assert "+10 in flight" in CountCheck(1010, 1010, 1000, 64).describe()
 
 
@@ -168,8 +190,26 @@ def test_counted_cell_names_the_worst_run() -> None:
 
 def test_table_is_markdown_with_aligned_columns() -> None:
     rows = [
-        Row("bare Granian 302 (reference 1)", "30,000 redirects/s", 1.0, None, 2.0, 5.0, "", "ceiling"),
-        Row("edge (a) hot path", "24,000 redirects/s", 0.8, (0.75, 0.9), 2.5, 6.25, "ok (3/3)", "lookups: local 100%"),
+        Row(
+            "bare Granian 302 (reference 1)",
+            "30,000 redirects/s",
+            1.0,
+            None,
+            2.0,
+            5.0,
+            "",
+            "ceiling",
+        ),
+        Row(
+            "edge (a) hot path",
+            "24,000 redirects/s",
+            0.8,
+            (0.75, 0.9),
+            2.5,
+            6.25,
+            "ok (3/3)",
+            "lookups: local 100%",
+        ),
         Row("aggregator flush", "n/a", note="not available yet"),
     ]
     lines = format_table(rows).splitlines()
@@ -178,8 +218,16 @@ def test_table_is_markdown_with_aligned_columns() -> None:
     assert set(lines[1]) <= {"|", "-"}
     assert len({len(line) for line in lines}) == 1
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells == ["edge (a) hot path", "24,000 redirects/s", "0.80 (0.75-0.90)", "2.50", "6.25", "2.5", "ok (3/3)",
-                     "lookups: local 100%"]
+    assert cells == [
+        "edge (a) hot path",
+        "24,000 redirects/s",
+        "0.80 (0.75-0.90)",
+        "2.50",
+        "6.25",
+        "2.5",
+        "ok (3/3)",
+        "lookups: local 100%",
+    ]
     assert [c.strip() for c in lines[4].strip("|").split("|")][2:6] == ["", "", "", ""]
 
 
@@ -198,7 +246,10 @@ process_open_fds 12
 def test_prometheus_text_is_read_per_label() -> None:
     samples = observe.parse_prometheus(METRICS)
     assert samples[("process_open_fds", ())] == 12.0
-    assert observe.by_label(samples, "linkedge_redirects_total", "status") == {"302": 1000.0, "404": 3.0}
+    assert observe.by_label(samples, "linkedge_redirects_total", "status") == {
+        "302": 1000.0,
+        "404": 3.0,
+    }
     before = {"local": 900.0, "redis": 100.0}
     after = {"local": 1000.0, "redis": 400.0, "postgres": 0.0}
     shares = observe.shares(before, after)
@@ -218,8 +269,11 @@ def test_top_frames_from_collapsed_stacks() -> None:
         "garbage line\n"
     )
     own, inclusive = observe.top_frames(collapsed, limit=3)
-    assert own == [("lookup (l.py)", 0.6), ("send (r.py)", 0.3),
-                   ("[native: Granian Rust server, event loop, I/O]", 0.1)]
+    assert own == [
+        ("lookup (l.py)", 0.6),
+        ("send (r.py)", 0.3),
+        ("[native: Granian Rust server, event loop, I/O]", 0.1),
+    ]
     assert inclusive[0] == ("handle (r.py)", 0.9)
     assert not any("granian/" in frame for frame, _ in inclusive)
     by_line, _ = observe.top_frames(collapsed, limit=1, lines=True)
@@ -227,7 +281,9 @@ def test_top_frames_from_collapsed_stacks() -> None:
     assert observe.top_frames("") == ([], [])
 
 
-def test_bench_skips_cleanly_without_wrk(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_skips_cleanly_without_wrk(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from loadtest.bench import run
 
     monkeypatch.setattr(wrk.shutil, "which", lambda name: None)

@@ -20,7 +20,12 @@ from linkedge.settings import Secret, Settings
 def linkedge(stores: Stores, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "linkedge.cli", *args],
-        env=stores.env(**env), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        env=stores.env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -87,7 +92,10 @@ def applied_versions(dsn: str) -> list[int]:
     async def go() -> list[int]:
         conn = await asyncpg.connect(dsn, timeout=10)
         try:
-            return [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+            return [
+                r["version"]
+                for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+            ]
         finally:
             await conn.close()
 
@@ -96,16 +104,24 @@ def applied_versions(dsn: str) -> list[int]:
 
 def applied_count(stderr: str) -> int:
     """The N of the ``postgres: N migration(s) applied`` log line."""
-    (line,) = [line for line in stderr.splitlines() if "migration(s) applied" in line and "postgres" in line]
+    (line,) = [
+        line
+        for line in stderr.splitlines()
+        if "migration(s) applied" in line and "postgres" in line
+    ]
     return int(line.split("postgres: ")[1].split()[0])
 
 
 def test_migrate_twice_applies_nothing_the_second_time(stores: Stores, empty_database: str) -> None:
     expected = [number for number, _ in migration_files("postgres")]
-    first = linkedge(stores, "migrate", "--postgres-only", DATABASE_URL=empty_database, LOG_LEVEL="INFO")
+    first = linkedge(
+        stores, "migrate", "--postgres-only", DATABASE_URL=empty_database, LOG_LEVEL="INFO"
+    )
     assert first.returncode == 0, first.stderr
     assert applied_count(first.stderr) == len(expected)
-    second = linkedge(stores, "migrate", "--postgres-only", DATABASE_URL=empty_database, LOG_LEVEL="INFO")
+    second = linkedge(
+        stores, "migrate", "--postgres-only", DATABASE_URL=empty_database, LOG_LEVEL="INFO"
+    )
     assert second.returncode == 0, second.stderr
     assert applied_count(second.stderr) == 0
     assert applied_versions(empty_database) == expected
@@ -116,8 +132,11 @@ def test_migrate_in_two_processes_at_once(stores: Stores, empty_database: str) -
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "linkedge.cli", "migrate", "--postgres-only"],
-            env=stores.env(DATABASE_URL=empty_database, LOG_LEVEL="INFO"), cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=stores.env(DATABASE_URL=empty_database, LOG_LEVEL="INFO"),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]

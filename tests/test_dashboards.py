@@ -345,7 +345,9 @@ def test_totals_count_each_click_once_for_the_selected_accounts(answers: dict[st
     assert _one(answers, "Clicks (accounts 1, 2)") == 10
 
 
-def _by(answers: dict[str, Any], title: str, key: str | tuple[str, ...]) -> dict[Any, dict[str, Any]]:
+def _by(
+    answers: dict[str, Any], title: str, key: str | tuple[str, ...]
+) -> dict[Any, dict[str, Any]]:
     rows = _table(answers[title])
     keys = (key,) if isinstance(key, str) else key
     out = {tuple(r.pop(k) for k in keys) if len(keys) > 1 else r.pop(keys[0]): r for r in rows}
@@ -446,7 +448,10 @@ def test_every_prometheus_panel_expression_is_valid_promql(tmp_path: Path) -> No
     assert len(expressions) >= 30
     rules = {
         "groups": [
-            {"name": "dashboard", "rules": [{"record": k, "expr": v} for k, v in expressions.items()]}
+            {
+                "name": "dashboard",
+                "rules": [{"record": k, "expr": v} for k, v in expressions.items()],
+            }
         ]
     }
     path = tmp_path / "dashboard-expressions.yaml"

@@ -109,7 +109,11 @@ print(json.dumps({"recorded": recorded + 1, "failed": failed, "take_failed": tak
 def run(script: str, *args: str) -> dict[str, object]:
     code = textwrap.dedent(PRELUDE) + textwrap.dedent(script)
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=170, check=False
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -172,8 +172,16 @@ def test_secret_checksum_changes_with_a_store_url() -> None:
         {"dashboards": {"enable": True}},
         {"alerts": {"enabled": True, "label": {"release": "x"}}},
     ],
-    ids=["top-level", "edge", "config", "autoscaling", "secret-keys", "resources", "dashboards",
-         "alerts"],
+    ids=[
+        "top-level",
+        "edge",
+        "config",
+        "autoscaling",
+        "secret-keys",
+        "resources",
+        "dashboards",
+        "alerts",
+    ],
 )
 def test_unknown_values_key_is_rejected(values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError, match="additional properties"):
@@ -368,7 +376,9 @@ def test_analytics_token_reaches_edge_and_analytics_from_one_secret_key() -> Non
         name: _env(docs, f"linkedge-{name}")["ANALYTICS_TOKEN"]["valueFrom"]["secretKeyRef"]
         for name in ("edge", "analytics")
     }
-    assert refs["edge"] == refs["analytics"] == {"name": "linkedge-stores", "key": "ANALYTICS_TOKEN"}
+    assert (
+        refs["edge"] == refs["analytics"] == {"name": "linkedge-stores", "key": "ANALYTICS_TOKEN"}
+    )
     assert "ANALYTICS_TOKEN" not in _env(docs, "linkedge-aggregator")
     generated = one(docs, "Secret", "linkedge-stores")["stringData"]["ANALYTICS_TOKEN"]
     assert re.fullmatch(r"[A-Za-z0-9]{48}", generated)
@@ -441,7 +451,11 @@ def test_alert_rules_name_the_releases_own_deployments() -> None:
     docs = render({"alerts": {"enabled": True}}, name="links")
     (rule,) = find(docs, "PrometheusRule")
     deployments = {d["metadata"]["name"] for d in find(docs, "Deployment")}
-    assert deployments == {"links-linkedge-edge", "links-linkedge-aggregator", "links-linkedge-analytics"}
+    assert deployments == {
+        "links-linkedge-edge",
+        "links-linkedge-aggregator",
+        "links-linkedge-analytics",
+    }
     # The chart's ServiceMonitor gives scraped series the Service's name as job.
     services = {d["metadata"]["name"] for d in find(docs, "Service")}
     assert services == deployments
@@ -452,8 +466,9 @@ def test_alert_rules_name_the_releases_own_deployments() -> None:
                 continue
             (selector,) = re.findall(r'(?:deployment|job)=~"([^"]+)"', shipped_rule["expr"])
             changed[shipped_rule["alert"]] = selector
-            assert shipped_rule["expr"].replace(selector, "linkedge-(edge|aggregator|analytics)") == (
-                tested_rule["expr"]
+            assert (
+                shipped_rule["expr"].replace(selector, "linkedge-(edge|aggregator|analytics)")
+                == (tested_rule["expr"])
             )
     assert set(changed) == {"LinkedgeProcessNotReady", "LinkedgeMetricsDown"}
     for selector in changed.values():

@@ -207,9 +207,7 @@ def test_infinite_instants_cannot_be_stored(
         with pytest.raises(asyncpg.CheckViolationError):
             db.execute(f"UPDATE links SET expires_at = '{value}' WHERE code = $1", code)
     for value in ("9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00Z"):
-        refused = edge.patch(
-            f"{API}/links/{code}", json={"expires_at": value}, headers=who.headers
-        )
+        refused = edge.patch(f"{API}/links/{code}", json={"expires_at": value}, headers=who.headers)
         assert refused.status_code == 422, refused.text
     assert edge.get(f"{API}/links/{code}", headers=who.headers).json()["expires_at"] is None
     listed = edge.get(f"{API}/links", headers=who.headers)

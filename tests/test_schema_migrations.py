@@ -31,7 +31,9 @@ def test_expires_at_outside_what_readers_take_back_is_moved_inside_and_refused(
             try:
                 await conn.execute("ALTER TABLE links DROP CONSTRAINT links_expires_at_readable")
                 await conn.execute("DELETE FROM schema_migrations WHERE version = 4")
-                account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('m') RETURNING id")
+                account = await conn.fetchval(
+                    "INSERT INTO accounts (name) VALUES ('m') RETURNING id"
+                )
                 for code, at in (("late", "10000-01-01 00:00:00+00"), ("inf", "infinity"),
                                  ("ninf", "-infinity"), ("fine", "2030-01-01 00:00:00+00")):  # fmt: skip
                     await conn.execute(

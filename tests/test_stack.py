@@ -29,18 +29,28 @@ from linkedge.embedded import free_port
 from linkedge.runstate import read_env_file, write_env_file
 
 STORE_VARS = (
-    "REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL", "ANALYTICS_URL", "VISITOR_SALT_SECRET", "ANALYTICS_TOKEN",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "CLICKHOUSE_URL",
+    "ANALYTICS_URL",
+    "VISITOR_SALT_SECRET",
+    "ANALYTICS_TOKEN",
 )
 
 
 def up_env(home: Path, **extra: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("LINKEDGE_", "PROMETHEUS_", "CLICK_")) and k not in STORE_VARS
     }
     env.update(
-        LINKEDGE_HOME=str(home), PORT=str(free_port()), EDGE_WORKERS="1",
-        ANALYTICS_PORT="0", AGGREGATOR_METRICS_PORT="0", LOG_LEVEL="WARNING",
+        LINKEDGE_HOME=str(home),
+        PORT=str(free_port()),
+        EDGE_WORKERS="1",
+        ANALYTICS_PORT="0",
+        AGGREGATOR_METRICS_PORT="0",
+        LOG_LEVEL="WARNING",
     )
     env.update(extra)
     return env
@@ -76,7 +86,9 @@ class Up:
 
     def __init__(self, home: Path, log: Path, **env: str) -> None:
         self.home = home
-        self.process = Process([sys.executable, "-m", "linkedge.cli", "up"], up_env(home, **env), log)
+        self.process = Process(
+            [sys.executable, "-m", "linkedge.cli", "up"], up_env(home, **env), log
+        )
         self.pids: set[int] = {self.process.pid}
 
     def wait_ready(self, timeout: float = 150.0) -> dict[str, int]:
@@ -84,7 +96,9 @@ class Up:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.proc.poll() is not None:
-                raise AssertionError(f"up exited {self.process.proc.returncode}:\n{self.process.output()[-6000:]}")
+                raise AssertionError(
+                    f"up exited {self.process.proc.returncode}:\n{self.process.output()[-6000:]}"
+                )
             try:
                 state = json.loads((self.home / "up.json").read_text())
             except (OSError, ValueError):
@@ -191,35 +205,67 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
         )
         assert created.status_code == 201, created.text
         followed = edge.head(f"/{code}")
-        assert followed.status_code == 302 and followed.headers["location"] == "https://example.org/from-up"
+        assert (
+            followed.status_code == 302
+            and followed.headers["location"] == "https://example.org/from-up"
+        )
 
     # The aggregator and analytics run too: the clicks reach Postgres and ClickHouse.
-    browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
+    browser = {
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    }
     for _ in range(3):
-        assert httpx.get(f"{env['LINKEDGE_URL']}/{DEMO_CODE}", headers=browser, timeout=10).status_code == 302
+        assert (
+            httpx.get(f"{env['LINKEDGE_URL']}/{DEMO_CODE}", headers=browser, timeout=10).status_code
+            == 302
+        )
     link_id = db_fetchval(env["DATABASE_URL"], "SELECT id FROM links WHERE code = $1", DEMO_CODE)
     expected = {"postgres": 4, "clickhouse": 4}  # the GET above and these three
     counts = lambda: {
         "postgres": db_fetchval(
-            env["DATABASE_URL"], "SELECT coalesce(max(clicks), 0) FROM link_click_totals WHERE link_id = $1", link_id
+            env["DATABASE_URL"],
+            "SELECT coalesce(max(clicks), 0) FROM link_click_totals WHERE link_id = $1",
+            link_id,
         ),
         "clickhouse": httpx.get(
-            f"{env['ANALYTICS_URL']}/internal/link-counts", params={"link_id": link_id}, timeout=10,
+            f"{env['ANALYTICS_URL']}/internal/link-counts",
+            params={"link_id": link_id},
+            timeout=10,
             headers={"Authorization": f"Bearer {env['ANALYTICS_TOKEN']}"},
-        ).json().get("distinct_clicks"),
+        )
+        .json()
+        .get("distinct_clicks"),
     }
     assert eventually(counts, expected) == expected
 
     # run.env sourced by a shell gives the other commands what they need.
     shell = subprocess.run(
-        ["bash", "-c", (f"set -a; . {home / 'run.env'}; set +a; "
-         f"{sys.executable} -c 'import os; print(os.environ[\"DATABASE_URL\"], os.environ[\"LINKEDGE_URL\"])'")],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        [
+            "bash",
+            "-c",
+            (
+                f"set -a; . {home / 'run.env'}; set +a; "
+                f'{sys.executable} -c \'import os; print(os.environ["DATABASE_URL"], os.environ["LINKEDGE_URL"])\''
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     assert shell.stdout.split() == [env["DATABASE_URL"], env["LINKEDGE_URL"]]
     reconciled = subprocess.run(
-        ["bash", "-c", f"set -a; . {home / 'run.env'}; set +a; {sys.executable} -m linkedge.cli reconcile"],
-        check=False, capture_output=True, text=True, cwd=ROOT, env=up_env(home), timeout=120,
+        [
+            "bash",
+            "-c",
+            f"set -a; . {home / 'run.env'}; set +a; {sys.executable} -m linkedge.cli reconcile",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=up_env(home),
+        timeout=120,
     )
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
 
@@ -249,10 +295,13 @@ def test_second_up_reuses_key_and_ports_and_a_dead_child_stops_the_stack(
     assert environ_of(pids["analytics"]).get("ANALYTICS_TOKEN") == before["ANALYTICS_TOKEN"]
     assert after["REDIS_URL"] == before["REDIS_URL"]  # the saved ports were free, so reused
     assert after["DATABASE_URL"] == before["DATABASE_URL"]
-    assert db_fetchval(
-        after["DATABASE_URL"],
-        "SELECT count(*) FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE a.name = 'demo'",
-    ) == 1
+    assert (
+        db_fetchval(
+            after["DATABASE_URL"],
+            "SELECT count(*) FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE a.name = 'demo'",
+        )
+        == 1
+    )
 
     # A second `up` on the same state refuses to start and leaves the running one alone.
     intruder = start_up(home)
@@ -283,7 +332,10 @@ def test_up_refuses_a_taken_port_by_name(tmp_path: Path, start_up: type[Up]) -> 
 def test_ensure_demo_reuses_a_valid_key_and_replaces_a_revoked_one(stores: Stores) -> None:
     key = run(ensure_demo(stores.database_url, None))
     assert run(ensure_demo(stores.database_url, key)) == key
-    assert run(ensure_demo(stores.database_url, "lk_not-a-key-we-made")) not in {key, "lk_not-a-key-we-made"}
+    assert run(ensure_demo(stores.database_url, "lk_not-a-key-we-made")) not in {
+        key,
+        "lk_not-a-key-we-made",
+    }
 
     async def revoke() -> None:
         conn = await asyncpg.connect(stores.database_url, timeout=10)
@@ -297,12 +349,18 @@ def test_ensure_demo_reuses_a_valid_key_and_replaces_a_revoked_one(stores: Store
 
 
 def test_run_env_round_trips_through_a_shell(tmp_path: Path) -> None:
-    values = {"PLAIN": "redis://127.0.0.1:1234/0", "ODD": "postgresql://u:p a$s'&;@h/db", "EMPTY": ""}
+    values = {
+        "PLAIN": "redis://127.0.0.1:1234/0",
+        "ODD": "postgresql://u:p a$s'&;@h/db",
+        "EMPTY": "",
+    }
     path = tmp_path / "run.env"
     write_env_file(path, values)
     assert read_env_file(path) == values
     shell = subprocess.run(
-        ["bash", "-c", f"set -a; . {path}; set +a; printf '%s\\n' \"$PLAIN\" \"$ODD\" \"$EMPTY\""],
-        capture_output=True, text=True, check=True,
+        ["bash", "-c", f'set -a; . {path}; set +a; printf \'%s\\n\' "$PLAIN" "$ODD" "$EMPTY"'],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert shell.stdout.split("\n")[:3] == [values["PLAIN"], values["ODD"], ""]

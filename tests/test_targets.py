@@ -127,8 +127,14 @@ def test_the_api_refuses_private_targets_everywhere(
     edge: httpx.Client, account: Callable[..., Account], db: Db
 ) -> None:
     who = account()
-    for url in ["http://0x7f.1/", "http://2130706433/", "http://[::1]/", "http://10.0.0.1/",
-                "http://localhost/", "http://ex\u0430mple.com/"]:
+    for url in [
+        "http://0x7f.1/",
+        "http://2130706433/",
+        "http://[::1]/",
+        "http://10.0.0.1/",
+        "http://localhost/",
+        "http://ex\u0430mple.com/",
+    ]:
         problem = assert_problem(
             edge.post(f"{API}/links", json={"url": url}, headers=who.headers), 422
         )

@@ -187,9 +187,7 @@ def expires_at(value: object) -> datetime:
     try:
         instant = datetime.fromisoformat(text)
     except ValueError:
-        raise invalid(
-            field, f"{message}; {value!r} is not a real date and time of day"
-        ) from None
+        raise invalid(field, f"{message}; {value!r} is not a real date and time of day") from None
     try:
         instant = instant.astimezone(UTC)
     except OverflowError:

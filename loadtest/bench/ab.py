@@ -85,7 +85,9 @@ def main(argv: list[str]) -> int:
             bench.reference = started(
                 bench.track(stack.start_reference(bench.tmp, bench.server_cpu)), "the reference"
             )
-            bench.aggregator = stack.start_command("aggregator", bench.tmp, bench.env(), "aggregator")
+            bench.aggregator = stack.start_command(
+                "aggregator", bench.tmp, bench.env(), "aggregator"
+            )
             bench.procs.append(bench.aggregator)
             edges = {}
             trees = {name: source_tree(source, bench.tmp, name, root) for name, source, _ in specs}
@@ -104,27 +106,38 @@ def main(argv: list[str]) -> int:
             cpu: dict[str, list[float]] = {name: [] for name in names}
             ref_worker = bench.reference.worker_pids()[0]
             for round_no in range(config.rounds):
-                for name in names[round_no % len(names):] + names[: round_no % len(names)]:
+                for name in names[round_no % len(names) :] + names[: round_no % len(names)]:
                     bench.warm(edges[name], bench.zipf_once_file, len(bench.zipf_codes))
                     worker = edges[name].worker_pids()[0]
                     before = stack.cpu_seconds(ref_worker), stack.cpu_seconds(worker)
                     result = bench.measure_edge(series[name], edges[name], bench.zipf_file)
                     reference = series[name].references[-1]
-                    ref_us = (stack.cpu_seconds(ref_worker) - before[0]) * 1e6 / max(reference.ok_requests, 1)
-                    edge_us = (stack.cpu_seconds(worker) - before[1]) * 1e6 / max(result.ok_requests, 1)
+                    ref_us = (
+                        (stack.cpu_seconds(ref_worker) - before[0])
+                        * 1e6
+                        / max(reference.ok_requests, 1)
+                    )
+                    edge_us = (
+                        (stack.cpu_seconds(worker) - before[1]) * 1e6 / max(result.ok_requests, 1)
+                    )
                     cpu[name].append(ref_us / edge_us if edge_us else 0.0)
-                    print(f"round {round_no + 1} {name}: {result.rps:,.0f}/s, p50 {result.p50_ms:.2f} ms, "
-                          f"p99 {result.p99_ms:.2f} ms, {edge_us:.1f} us CPU per request "
-                          f"(its reference {reference.rps:,.0f}/s, {ref_us:.1f} us)", flush=True)
+                    print(
+                        f"round {round_no + 1} {name}: {result.rps:,.0f}/s, p50 {result.p50_ms:.2f} ms, "
+                        f"p99 {result.p99_ms:.2f} ms, {edge_us:.1f} us CPU per request "
+                        f"(its reference {reference.rps:,.0f}/s, {ref_us:.1f} us)",
+                        flush=True,
+                    )
             for name in names:
                 runs, refs = series[name].runs, series[name].references
                 ratios = [run.rps / ref.rps for run, ref in zip(runs, refs)]
-                print(f"{name:24s} {statistics.median(r.rps for r in runs):9,.0f}/s  "
-                      f"ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})  "
-                      f"CPU ratio {statistics.median(cpu[name]):.2f} "
-                      f"({min(cpu[name]):.2f}-{max(cpu[name]):.2f})  "
-                      f"p50 {statistics.median(r.p50_ms for r in runs):.2f} ms  "
-                      f"p99 {statistics.median(r.p99_ms for r in runs):.2f} ms")
+                print(
+                    f"{name:24s} {statistics.median(r.rps for r in runs):9,.0f}/s  "
+                    f"ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})  "
+                    f"CPU ratio {statistics.median(cpu[name]):.2f} "
+                    f"({min(cpu[name]):.2f}-{max(cpu[name]):.2f})  "
+                    f"p50 {statistics.median(r.p50_ms for r in runs):.2f} ms  "
+                    f"p99 {statistics.median(r.p99_ms for r in runs):.2f} ms"
+                )
             print("\n".join(bench.details))
         finally:
             stack.ROOT = root

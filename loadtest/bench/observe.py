@@ -58,8 +58,14 @@ def describe_shares(parts: Mapping[str, float]) -> str:
 
 
 # Frames of Granian's start-up chain, under which every request runs: not worth listing.
-_TRUNK = ("<frozen runpy>", "click/core.py", "granian/cli.py", "granian/__main__", "granian/server/",
-          "multiprocessing/")
+_TRUNK = (
+    "<frozen runpy>",
+    "click/core.py",
+    "granian/cli.py",
+    "granian/__main__",
+    "granian/server/",
+    "multiprocessing/",
+)
 # The frame where Granian's worker enters its Rust server: samples whose top it is are spent
 # below Python (Rust HTTP, the event loop, waiting on sockets).
 _NATIVE = "_spawn_asgi_lifespan_worker"

@@ -47,10 +47,14 @@ def aggregator_row(redis_url: str, dsn: str, fields: int) -> Row:
     if not _available("aggregator.flush"):
         return Row(figure, "n/a", note="aggregator/flush.py not available yet")
     seconds = asyncio.run(_time_flush(redis_url, dsn, fields))
-    return Row(figure, f"{statistics.median(seconds) * 1000:,.0f} ms",
-               note=f"one batch (Lua take, fold, one Postgres transaction, finish) of {fields // 1000} edge "
-                    f"flushes; median of {len(seconds)}: "
-                    + ", ".join(f"{s * 1000:,.0f}" for s in seconds) + " ms")
+    return Row(
+        figure,
+        f"{statistics.median(seconds) * 1000:,.0f} ms",
+        note=f"one batch (Lua take, fold, one Postgres transaction, finish) of {fields // 1000} edge "
+        f"flushes; median of {len(seconds)}: "
+        + ", ".join(f"{s * 1000:,.0f}" for s in seconds)
+        + " ms",
+    )
 
 
 async def _time_flush(redis_url: str, dsn: str, fields: int) -> list[float]:
@@ -59,7 +63,9 @@ async def _time_flush(redis_url: str, dsn: str, fields: int) -> list[float]:
     client = aioredis.Redis.from_url(redis_url)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        link_ids = [r["id"] for r in await pool.fetch("SELECT id FROM links ORDER BY id LIMIT $1", fields)]
+        link_ids = [
+            r["id"] for r in await pool.fetch("SELECT id FROM links ORDER BY id LIMIT $1", fields)
+        ]
         day = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
         names = [events.counter_field(link_id, day, False) for link_id in link_ids]
         flusher = Flusher(client, pool)
@@ -70,13 +76,17 @@ async def _time_flush(redis_url: str, dsn: str, fields: int) -> list[float]:
             async with client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(names), 1000):
                     counters = {name: 1 for name in names[start : start + 1000]}
-                    pipe.hset(keys.counts(shard), f"~{uuid.uuid4().hex}", events.join_counters(counters))
+                    pipe.hset(
+                        keys.counts(shard), f"~{uuid.uuid4().hex}", events.join_counters(counters)
+                    )
                 await pipe.execute()
             started = time.perf_counter()
             outcome = await flusher.flush_shard(shard)
             durations.append(time.perf_counter() - started)
             if outcome is None or outcome.fields != len(names) or outcome.clicks != len(names):
-                raise RuntimeError(f"aggregator batch moved {outcome}, expected {len(names)} fields")
+                raise RuntimeError(
+                    f"aggregator batch moved {outcome}, expected {len(names)} fields"
+                )
         return durations
     finally:
         await pool.close()
@@ -102,9 +112,12 @@ def analytics_row(redis_url: str, tmp: Path, env: dict[str, str]) -> Row:
         return Row(figure, "failed", note=str(exc).splitlines()[0][:120])
     finally:
         proc.stop()
-    return Row(figure, f"{ANALYTICS_EVENTS / seconds:,.0f} events/s",
-               note=f"{ANALYTICS_EVENTS // 1000}k events in entries of {ANALYTICS_EVENTS_PER_ENTRY} over {SHARDS} streams, "
-                    f"drained (read and acked) in {seconds:.1f}s")
+    return Row(
+        figure,
+        f"{ANALYTICS_EVENTS / seconds:,.0f} events/s",
+        note=f"{ANALYTICS_EVENTS // 1000}k events in entries of {ANALYTICS_EVENTS_PER_ENTRY} over {SHARDS} streams, "
+        f"drained (read and acked) in {seconds:.1f}s",
+    )
 
 
 def _wait_ready(url: str, proc: stack.Proc, timeout: float = 120.0) -> None:
@@ -125,10 +138,17 @@ def sample_click(ids: events.ClickIds, n: int, ts_ms: int) -> events.Click:
     """A click as the edge records it: a browser, a referer, one of 1000 links."""
     link_id = 1 + n % 1000
     return events.Click(
-        id=ids.new(ts_ms), ts_ms=ts_ms, link_id=link_id, account_id=1, code=f"bn{link_id - 1:06d}",
-        target=f"https://example.com/landing/{link_id - 1}", ip=f"127.0.{n % 250}.{1 + n % 200}",
+        id=ids.new(ts_ms),
+        ts_ms=ts_ms,
+        link_id=link_id,
+        account_id=1,
+        code=f"bn{link_id - 1:06d}",
+        target=f"https://example.com/landing/{link_id - 1}",
+        ip=f"127.0.{n % 250}.{1 + n % 200}",
         user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
-        referer="https://news.example.org/", accept_language="en-US,en;q=0.9", host="127.0.0.1",
+        referer="https://news.example.org/",
+        accept_language="en-US,en;q=0.9",
+        host="127.0.0.1",
         utm={"utm_source": "bench"} if n % 3 == 0 else {},
     )
 
@@ -144,9 +164,14 @@ async def _time_ingest(redis_url: str, count: int) -> float:
         for start in range(0, count, per_pipeline):
             async with client.pipeline(transaction=False) as pipe:
                 for first in range(start, min(count, start + per_pipeline), per_entry):
-                    encoded = [events.encode(sample_click(ids, n, now)) for n in range(first, min(count, first + per_entry))]
+                    encoded = [
+                        events.encode(sample_click(ids, n, now))
+                        for n in range(first, min(count, first + per_entry))
+                    ]
                     shard = (first // per_entry) % SHARDS
-                    pipe.xadd(keys.clicks_stream(shard), {events.STREAM_FIELD: events.join_entry(encoded)})
+                    pipe.xadd(
+                        keys.clicks_stream(shard), {events.STREAM_FIELD: events.join_entry(encoded)}
+                    )
                 await pipe.execute()
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -161,7 +186,14 @@ async def _time_ingest(redis_url: str, count: int) -> float:
 async def _drained(client: aioredis.Redis) -> bool:
     for shard in range(SHARDS):
         groups = await client.xinfo_groups(keys.clicks_stream(shard))
-        group = next((g for g in groups if g["name"] in (keys.ANALYTICS_GROUP, keys.ANALYTICS_GROUP.encode())), None)
+        group = next(
+            (
+                g
+                for g in groups
+                if g["name"] in (keys.ANALYTICS_GROUP, keys.ANALYTICS_GROUP.encode())
+            ),
+            None,
+        )
         if group is None or group.get("lag") not in (0, None) or group["pending"] != 0:
             return False
         if group.get("lag") is None:  # Redis < 7: compare the last delivered id with the stream's

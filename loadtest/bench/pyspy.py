@@ -15,24 +15,62 @@ from loadtest.bench import observe, wrk
 
 def find() -> str | None:
     """py-spy from ``BENCH_PYSPY``, ``PATH`` or next to this Python; None when there is none."""
-    spy = os.environ.get("BENCH_PYSPY") or shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = (
+        os.environ.get("BENCH_PYSPY")
+        or shutil.which("py-spy")
+        or str(Path(sys.executable).with_name("py-spy"))
+    )
     return spy if os.access(spy, os.X_OK) else None
 
 
 def record(
-    spy: str, worker: int, url: str, codes_file: Path, out: Path, *, seconds: float, connections: int,
+    spy: str,
+    worker: int,
+    url: str,
+    codes_file: Path,
+    out: Path,
+    *,
+    seconds: float,
+    connections: int,
     cpu: int | None,
 ) -> bool:
     """Sample ``worker`` (all threads, 250 Hz, collapsed stacks to ``out``) while wrk loads ``url``."""
     load = subprocess.Popen(
-        wrk.command(url, "zipf.lua", [str(codes_file)], seconds=seconds + 2, connections=connections, cpu=cpu),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        wrk.command(
+            url,
+            "zipf.lua",
+            [str(codes_file)],
+            seconds=seconds + 2,
+            connections=connections,
+            cpu=cpu,
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         time.sleep(0.5)
-        subprocess.run([spy, "record", "-p", str(worker), "-d", str(int(seconds)), "-r", "250",
-                        "-f", "raw", "--threads", "-o", str(out), "--nonblocking"],
-                       capture_output=True, timeout=seconds + 60, check=False)
+        subprocess.run(
+            [
+                spy,
+                "record",
+                "-p",
+                str(worker),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "--threads",
+                "-o",
+                str(out),
+                "--nonblocking",
+            ],
+            capture_output=True,
+            timeout=seconds + 60,
+            check=False,
+        )
     finally:
         try:
             load.wait(seconds + 30)

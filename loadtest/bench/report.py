@@ -46,8 +46,10 @@ class CountCheck:
         answered = self.counted if self.served is None else self.served
         served = f", served {self.served:,}" if self.served is not None else ""
         verdict = "ok" if self.ok else "MISMATCH"
-        return (f"{verdict}: counted {self.counted:,}{served}, wrk saw {self.seen:,} "
-                f"({answered - self.seen:+,} in flight)")
+        return (
+            f"{verdict}: counted {self.counted:,}{served}, wrk saw {self.seen:,} "
+            f"({answered - self.seen:+,} in flight)"
+        )
 
 
 @dataclasses.dataclass
@@ -58,7 +60,9 @@ class Series:
     runs: list[WrkResult] = dataclasses.field(default_factory=list)
     references: list[WrkResult] = dataclasses.field(default_factory=list)
     counted: list[CountCheck] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)  # per round; the table shows the last
+    notes: list[str] = dataclasses.field(
+        default_factory=list
+    )  # per round; the table shows the last
 
     def add(self, run: WrkResult, reference: WrkResult | None) -> None:
         self.runs.append(run)
@@ -82,7 +86,9 @@ class Series:
             figure=self.figure,
             result=f"{statistics.median(r.rps for r in self.runs):,.0f} {unit}",
             ratio=self.ratio(),
-            ratio_range=(min(ratios), max(ratios)) if ratios and min(ratios) != max(ratios) else None,
+            ratio_range=(min(ratios), max(ratios))
+            if ratios and min(ratios) != max(ratios)
+            else None,
             p50_ms=statistics.median(r.p50_ms for r in self.runs),
             p99_ms=statistics.median(r.p99_ms for r in self.runs),
             counted=counted_cell(self.counted),
@@ -107,7 +113,16 @@ def _number(value: float | None, fmt: str) -> str:
     return format(value, fmt)
 
 
-HEADER = ("figure", "result", "vs bare Granian", "p50 ms", "p99 ms", "p99/p50", "clicks counted", "note")
+HEADER = (
+    "figure",
+    "result",
+    "vs bare Granian",
+    "p50 ms",
+    "p99 ms",
+    "p99/p50",
+    "clicks counted",
+    "note",
+)
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -115,17 +130,23 @@ def format_table(rows: Sequence[Row]) -> str:
     cells = [list(HEADER)]
     for row in rows:
         spread = row.p99_ms / row.p50_ms if row.p50_ms and row.p99_ms is not None else None
-        cells.append([
-            row.figure,
-            row.result,
-            _number(row.ratio, ".2f") + (f" ({row.ratio_range[0]:.2f}-{row.ratio_range[1]:.2f})"
-                                         if row.ratio_range and row.ratio is not None else ""),
-            _number(row.p50_ms, ".2f"),
-            _number(row.p99_ms, ".2f"),
-            _number(spread, ".1f"),
-            row.counted,
-            row.note,
-        ])
+        cells.append(
+            [
+                row.figure,
+                row.result,
+                _number(row.ratio, ".2f")
+                + (
+                    f" ({row.ratio_range[0]:.2f}-{row.ratio_range[1]:.2f})"
+                    if row.ratio_range and row.ratio is not None
+                    else ""
+                ),
+                _number(row.p50_ms, ".2f"),
+                _number(row.p99_ms, ".2f"),
+                _number(spread, ".1f"),
+                row.counted,
+                row.note,
+            ]
+        )
     widths = [max(len(line[i]) for line in cells) for i in range(len(HEADER))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -83,8 +83,14 @@ class Config:
             profile_seconds=float(env.get("BENCH_PROFILE_SECONDS", 0)),
             out=Path(env.get("BENCH_OUT", str(cls.out))),
         )
-        if not (1 <= config.rounds <= 20 and 1 <= config.seconds <= 120 and 1 <= config.connections <= 1000):
-            raise SystemExit("bench: BENCH_ROUNDS 1-20, BENCH_SECONDS 1-120, BENCH_CONNECTIONS 1-1000")
+        if not (
+            1 <= config.rounds <= 20
+            and 1 <= config.seconds <= 120
+            and 1 <= config.connections <= 1000
+        ):
+            raise SystemExit(
+                "bench: BENCH_ROUNDS 1-20, BENCH_SECONDS 1-120, BENCH_CONNECTIONS 1-1000"
+            )
         if not (1 <= config.codes < config.links <= 1_000_000):
             raise SystemExit("bench: need 1 <= BENCH_CODES < BENCH_LINKS <= 1000000")
         return config
@@ -145,18 +151,28 @@ class Bench:
         self.postgres = EmbeddedPostgres(self.tmp / "postgres").start()
         self.stores.append(self.postgres)
         asyncio.run(migrate_postgres(self.postgres.url))
-        self.account_id, self.api_key = asyncio.run(seed.seed_links(self.postgres.url, self.config.links))
+        self.account_id, self.api_key = asyncio.run(
+            seed.seed_links(self.postgres.url, self.config.links)
+        )
         self.all_codes = [workload.code(i) for i in range(self.config.links)]
         self.zipf_codes = self.all_codes[: self.config.codes]
         self.cold_codes = self.all_codes[self.config.codes :]
         files = self.tmp / "codes"
         files.mkdir()
-        self.zipf_file = workload.write(files / "zipf", workload.zipf_sequence(self.zipf_codes, 200_000))
-        self.zipf_once_file = workload.write(files / "zipf-once", workload.each_once(self.zipf_codes))
+        self.zipf_file = workload.write(
+            files / "zipf", workload.zipf_sequence(self.zipf_codes, 200_000)
+        )
+        self.zipf_once_file = workload.write(
+            files / "zipf-once", workload.each_once(self.zipf_codes)
+        )
         self.all_once_file = workload.write(files / "all-once", workload.each_once(self.all_codes))
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LINKEDGE_", "PROMETHEUS_", "BENCH_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LINKEDGE_", "PROMETHEUS_", "BENCH_"))
+        }
         env.update(
             REDIS_URL=self.redis.url,
             DATABASE_URL=self.postgres.url,
@@ -188,20 +204,31 @@ class Bench:
         self, server: stack.Server, codes_file: Path, seconds: float | None = None, start: int = 0
     ) -> wrk.WrkResult:
         return wrk.run(
-            server.url, "zipf.lua", [str(codes_file), str(start)], seconds=seconds or self.config.seconds,
-            connections=self.config.connections, cpu=self.load_cpu,
+            server.url,
+            "zipf.lua",
+            [str(codes_file), str(start)],
+            seconds=seconds or self.config.seconds,
+            connections=self.config.connections,
+            cpu=self.load_cpu,
         )
 
-    def warm(self, server: stack.Server, codes_file: Path, count: int, budget_s: float = 180.0) -> None:
+    def warm(
+        self, server: stack.Server, codes_file: Path, count: int, budget_s: float = 180.0
+    ) -> None:
         """Request every code of ``codes_file`` (each listed once), resuming where the last run
         stopped, until all were requested (bounded by ``budget_s``)."""
         deadline = time.monotonic() + budget_s
         done = 0
         while done < count and time.monotonic() < deadline:
             # Resume a little early: the requests in flight when wrk stopped were never counted.
-            done += self.load(server, codes_file, seconds=3, start=max(0, done - self.config.connections)).requests
+            done += self.load(
+                server, codes_file, seconds=3, start=max(0, done - self.config.connections)
+            ).requests
         if done < count:
-            print(f"bench: warning: {server.name} got through {done:,} of {count:,} codes while warming", flush=True)
+            print(
+                f"bench: warning: {server.name} got through {done:,} of {count:,} codes while warming",
+                flush=True,
+            )
 
     def tally(self, server: stack.Server) -> Tally:
         """Counts once clicks stopped moving (and the aggregator drained Redis, when it runs)."""
@@ -211,7 +238,9 @@ class Bench:
         while True:
             samples = _scrape(server)
             statuses = observe.by_label(samples, "linkedge_redirects_total", "status")
-            served = int(sum(v for k, v in statuses.items() if k.startswith("3"))) if statuses else None
+            served = (
+                int(sum(v for k, v in statuses.items() if k.startswith("3"))) if statuses else None
+            )
             tiers = observe.by_label(samples, "linkedge_link_lookups_total", "tier")
             in_pg, pending = asyncio.run(self._clicks_now())
             clicks = in_pg if self.aggregator is not None else in_pg + pending
@@ -247,15 +276,26 @@ class Bench:
         return result
 
     def measure_edge(
-        self, series: Series, server: stack.Server, codes_file: Path, *, pause_aggregator: bool = True
+        self,
+        series: Series,
+        server: stack.Server,
+        codes_file: Path,
+        *,
+        pause_aggregator: bool = True,
     ) -> wrk.WrkResult:
         before = self.tally(server)
         reference = self.reference_run()
         with self.aggregator_paused(pause_aggregator):
             result = self.load(server, codes_file)
         after = self.tally(server)
-        served = after.served - before.served if after.served is not None and before.served is not None else None
-        check = CountCheck(after.clicks - before.clicks, served, result.ok_requests, self.config.connections)
+        served = (
+            after.served - before.served
+            if after.served is not None and before.served is not None
+            else None
+        )
+        check = CountCheck(
+            after.clicks - before.clicks, served, result.ok_requests, self.config.connections
+        )
         series.add(result, reference)
         series.counted.append(check)
         tiers = observe.describe_shares(observe.shares(before.tiers, after.tiers))
@@ -275,15 +315,21 @@ class Bench:
         before = asyncio.run(seed.links_of(self.postgres.url, self.account_id))
         reference = self.reference_run()
         result = wrk.run(
-            server.url, "api_create.lua", [self.api_key], seconds=self.config.seconds,
-            connections=self.config.connections, cpu=self.load_cpu,
+            server.url,
+            "api_create.lua",
+            [self.api_key],
+            seconds=self.config.seconds,
+            connections=self.config.connections,
+            cpu=self.load_cpu,
         )
         created = asyncio.run(seed.links_of(self.postgres.url, self.account_id)) - before
         check = CountCheck(created, None, result.ok_requests, self.config.connections)
         series.add(result, reference)
         series.counted.append(check)
-        self.details.append(f"{series.figure}: {result.rps:,.0f}/s, {check.describe()}, "
-                            f"{result.status_errors} non-2xx")
+        self.details.append(
+            f"{series.figure}: {result.rps:,.0f}/s, {check.describe()}, "
+            f"{result.status_errors} non-2xx"
+        )
         if not check.ok or result.status_errors:
             self.failed_checks += 1
             print(f"\n!!!!! API CREATION MISMATCH !!!!! {self.details[-1]}\n", flush=True)
@@ -293,8 +339,11 @@ class Bench:
     def run(self) -> str:
         config = self.config
         self.pin_self()
-        print(f"bench: {config.rounds} round(s) of {config.seconds:.0f}s, wrk -t1 -c{config.connections}, "
-              f"{config.links:,} links ({config.codes:,} with Zipf popularity)", flush=True)
+        print(
+            f"bench: {config.rounds} round(s) of {config.seconds:.0f}s, wrk -t1 -c{config.connections}, "
+            f"{config.links:,} links ({config.codes:,} with Zipf popularity)",
+            flush=True,
+        )
         self.start_stores()
         reference = self.track(stack.start_reference(self.tmp, self.server_cpu))
         assert reference is not None
@@ -311,20 +360,29 @@ class Bench:
         edges: dict[str, stack.Server] = {}
         if edge_ready:
             if _module_available("aggregator.main"):
-                self.aggregator = stack.start_command("aggregator", self.tmp, self.env(), "aggregator")
+                self.aggregator = stack.start_command(
+                    "aggregator", self.tmp, self.env(), "aggregator"
+                )
                 self.procs.append(self.aggregator)
             for name, extra in (
                 ("hot", HOT_CACHE),
-                ("hot-agg", HOT_CACHE),  # the same, measured with the aggregator running: warmed on its own
+                (
+                    "hot-agg",
+                    HOT_CACHE,
+                ),  # the same, measured with the aggregator running: warmed on its own
                 ("miss", {"CACHE_SIZE": "1", "CACHE_TTL_S": "0.000001"}),
                 ("cold", {"CACHE_SIZE": "1", "CACHE_TTL_S": "0.000001"}),
             ):
-                server = self.track(stack.start_edge(name, self.tmp, self.server_cpu, self.env(**extra)))
+                server = self.track(
+                    stack.start_edge(name, self.tmp, self.server_cpu, self.env(**extra))
+                )
                 assert server is not None
                 edges[name] = server
             self.warm(edges["hot"], self.zipf_once_file, len(self.zipf_codes))  # Redis too
             in_redis = asyncio.run(seed.cached_in_redis(self.redis.url, self.zipf_codes))
-            self.details.append(f"Redis holds {in_redis:,} of the {len(self.zipf_codes):,} Zipf codes before round 1")
+            self.details.append(
+                f"Redis holds {in_redis:,} of the {len(self.zipf_codes):,} Zipf codes before round 1"
+            )
 
         for round_no in range(config.rounds):
             print(f"bench: round {round_no + 1}/{config.rounds}", flush=True)
@@ -343,30 +401,48 @@ class Bench:
             self.measure_edge(miss, edges["miss"], self.zipf_file)
             asyncio.run(seed.forget_links(self.redis.url, self.cold_codes))
             cold_file = workload.write(
-                self.tmp / "codes" / f"cold-{round_no}", workload.each_once(self.cold_codes, seed=round_no)
+                self.tmp / "codes" / f"cold-{round_no}",
+                workload.each_once(self.cold_codes, seed=round_no),
             )
             result = self.measure_edge(cold, edges["cold"], cold_file)
             if result.requests > len(self.cold_codes):
-                cold.notes.append(f"{1 - len(self.cold_codes) / result.requests:.0%} of requests repeated a code")
+                cold.notes.append(
+                    f"{1 - len(self.cold_codes) / result.requests:.0%} of requests repeated a code"
+                )
             self.measure_api(api, edges["hot"])
 
         profile = ""
         if edges and config.profile_seconds > 0:
-            profile = "".join(f"### {edges[name].name}\n{self.profile(edges[name])}" for name in ("hot", "miss"))
+            profile = "".join(
+                f"### {edges[name].name}\n{self.profile(edges[name])}" for name in ("hot", "miss")
+            )
         for name in ("hot-agg", "miss", "cold"):
             if name in edges:
                 edges[name].proc.stop()
         rows = [
             ref_series.row(note="ceiling for any Granian app"),
-            nginx_series.row(note="ceiling for any server") if nginx is not None
-            else Row(nginx_series.figure, "skipped", note="nginx not installed (apt-get install nginx-light)"),
+            nginx_series.row(note="ceiling for any server")
+            if nginx is not None
+            else Row(
+                nginx_series.figure,
+                "skipped",
+                note="nginx not installed (apt-get install nginx-light)",
+            ),
         ]
         missing = "edge not available yet (edge.redirect / linkedge.serve)"
         rows += [series.row(note="" if edge_ready else missing) for series in (hot, miss, cold)]
         if hot_agg.runs:
             rows.insert(3, hot_agg.row(note="the aggregator and Postgres at work on wrk's core"))
-        rows.append(api.row(unit="links/s", note="POST /api/v1/links, one link each" if edge_ready else missing))
-        rows.append(self.rss_row() if edge_ready else Row("edge worker RSS, 100k links cached", "n/a", note=missing))
+        rows.append(
+            api.row(
+                unit="links/s", note="POST /api/v1/links, one link each" if edge_ready else missing
+            )
+        )
+        rows.append(
+            self.rss_row()
+            if edge_ready
+            else Row("edge worker RSS, 100k links cached", "n/a", note=missing)
+        )
         if self.aggregator is not None:
             self.aggregator.stop()
         rows.append(pipeline.aggregator_row(self.redis.url, self.postgres.url, config.links))
@@ -377,7 +453,9 @@ class Bench:
 
     def rss_row(self) -> Row:
         figure = f"edge worker RSS, {self.config.links // 1000}k links cached"
-        server = self.track(stack.start_edge("rss", self.tmp, self.server_cpu, self.env(CACHE_TTL_S="3600")))
+        server = self.track(
+            stack.start_edge("rss", self.tmp, self.server_cpu, self.env(CACHE_TTL_S="3600"))
+        )
         assert server is not None
         worker = max(server.worker_pids(), key=stack.vm_rss_kib)
         idle = stack.vm_rss_kib(worker)
@@ -389,8 +467,11 @@ class Bench:
         full = stack.vm_rss_kib(worker)
         per_link = (full - idle) * 1024 / self.config.links
         server.proc.stop()
-        return Row(figure, f"{full / 1024:.0f} MiB",
-                   note=f"{idle / 1024:.0f} MiB before warming; {per_link:,.0f} B per cached link (CACHE_TTL_S=3600)")
+        return Row(
+            figure,
+            f"{full / 1024:.0f} MiB",
+            note=f"{idle / 1024:.0f} MiB before warming; {per_link:,.0f} B per cached link (CACHE_TTL_S=3600)",
+        )
 
     def profile(self, server: stack.Server) -> str:
         """py-spy on an edge's worker under wrk load (cache warm first): the top frames, as text."""
@@ -400,13 +481,23 @@ class Bench:
         worker = server.worker_pids()[0]
         self.warm(server, self.zipf_once_file, len(self.zipf_codes))
         out = self.tmp / f"profile-{worker}.txt"
-        if not pyspy.record(spy, worker, server.url, self.zipf_file, out, seconds=self.config.profile_seconds,
-                            connections=self.config.connections, cpu=self.load_cpu):
+        if not pyspy.record(
+            spy,
+            worker,
+            server.url,
+            self.zipf_file,
+            out,
+            seconds=self.config.profile_seconds,
+            connections=self.config.connections,
+            cpu=self.load_cpu,
+        ):
             return "py-spy produced no profile (ptrace not permitted?)\n"
         self.config.out.mkdir(parents=True, exist_ok=True)
         kept = self.config.out / f"profile-{server.name.replace(' ', '-')}.collapsed"
         shutil.copyfile(out, kept)
-        self.details.append(f"profile of {server.name}: worker {worker}, collapsed stacks in {kept}")
+        self.details.append(
+            f"profile of {server.name}: worker {worker}, collapsed stacks in {kept}"
+        )
         return pyspy.summary(out.read_text())
 
     def write_results(self, table: str, profile: str) -> None:
@@ -428,7 +519,14 @@ class Bench:
         ]
         text += [f"- {line}" for line in self.details]
         if profile:
-            text += ["", "## Profile of the hot edge worker (py-spy)", "", "```", profile.rstrip(), "```"]
+            text += [
+                "",
+                "## Profile of the hot edge worker (py-spy)",
+                "",
+                "```",
+                profile.rstrip(),
+                "```",
+            ]
         path = self.config.out / f"bench-{stamp}.md"
         path.write_text("\n".join(text) + "\n")
         print("\n".join(self.details), flush=True)
@@ -465,8 +563,10 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(table)
-    print(f"bench: done in {time.monotonic() - started:.0f}s; figures measured on a shared machine "
-          "are noisy: compare the ratios, not the absolute numbers")
+    print(
+        f"bench: done in {time.monotonic() - started:.0f}s; figures measured on a shared machine "
+        "are noisy: compare the ratios, not the absolute numbers"
+    )
     if bench.failed_checks:
         print(f"bench: {bench.failed_checks} count check(s) FAILED (see the lines marked !!!!!)")
         return 1

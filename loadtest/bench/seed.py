@@ -18,7 +18,9 @@ async def seed_links(dsn: str, count: int, *, account: str = "bench") -> tuple[i
         _, key = await apikeys.create_key(conn, account)
         account_id = await apikeys.ensure_account(conn, account)
         records = [(account_id, code(i), f"https://example.com/landing/{i}") for i in range(count)]
-        await conn.copy_records_to_table("links", records=records, columns=["account_id", "code", "url"])
+        await conn.copy_records_to_table(
+            "links", records=records, columns=["account_id", "code", "url"]
+        )
         await conn.execute("ANALYZE links")
         return account_id, key
     finally:
@@ -37,7 +39,9 @@ async def postgres_clicks(dsn: str) -> int:
 async def links_of(dsn: str, account_id: int) -> int:
     conn = await asyncpg.connect(dsn, timeout=30)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id))
+        return int(
+            await conn.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
+        )
     finally:
         await conn.close()
 

@@ -17,15 +17,27 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 # The Granian flags of the edge (linkedge/serve.py), so that the reference runs the same server.
 GRANIAN_FLAGS = [
-    "--interface", "asgi", "--http", "1", "--no-ws", "--loop", "uvloop", "--backpressure", "512",
-    "--log-level", "warning", "--no-access-log",
+    "--interface",
+    "asgi",
+    "--http",
+    "1",
+    "--no-ws",
+    "--loop",
+    "uvloop",
+    "--backpressure",
+    "512",
+    "--log-level",
+    "warning",
+    "--no-access-log",
 ]
 
 
 class Proc:
     """A child process in a new session; ``stop()`` signals its whole group."""
 
-    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.args = args
         self.log = log
@@ -62,13 +74,17 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.proc.alive():
-                raise RuntimeError(f"{self.name} exited {self.proc.proc.returncode}:\n{self.proc.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited {self.proc.proc.returncode}:\n{self.proc.tail()}"
+                )
             try:
                 httpx.get(self.url + path, timeout=1)
                 return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer on {self.url} within {timeout}s:\n{self.proc.tail()}")
+        raise RuntimeError(
+            f"{self.name} did not answer on {self.url} within {timeout}s:\n{self.proc.tail()}"
+        )
 
     def worker_pids(self) -> list[int]:
         """Descendant processes that serve requests (Granian workers; nginx's worker)."""
@@ -88,9 +104,20 @@ def pinned(cpu: int | None, args: list[str]) -> list[str]:
 def start_reference(tmp: Path, cpu: int | None) -> Server:
     port = free_port()
     granian = str(Path(sys.executable).with_name("granian"))
-    args = [granian, *GRANIAN_FLAGS, "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-            "loadtest.bench.reference_app:app"]
-    server = Server("granian reference", Proc("granian-ref", pinned(cpu, args), tmp / "granian-ref.log"), port)
+    args = [
+        granian,
+        *GRANIAN_FLAGS,
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "loadtest.bench.reference_app:app",
+    ]
+    server = Server(
+        "granian reference", Proc("granian-ref", pinned(cpu, args), tmp / "granian-ref.log"), port
+    )
     server.wait_up()
     return server
 
@@ -116,10 +143,18 @@ def start_nginx(tmp: Path, cpu: int | None) -> Server | None:
 def start_edge(name: str, tmp: Path, cpu: int | None, env: dict[str, str]) -> Server:
     """``linkedge edge`` with one worker; ``env`` holds the store URLs and this edge's knobs."""
     port = free_port()
-    own = dict(env, PORT=str(port), HOST="127.0.0.1", EDGE_WORKERS="1",
-               PROMETHEUS_MULTIPROC_DIR=str(tmp / f"prom-{name}"), CLICK_SPOOL_DIR=str(tmp / f"spool-{name}"))
+    own = dict(
+        env,
+        PORT=str(port),
+        HOST="127.0.0.1",
+        EDGE_WORKERS="1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp / f"prom-{name}"),
+        CLICK_SPOOL_DIR=str(tmp / f"spool-{name}"),
+    )
     args = [sys.executable, "-m", "linkedge.cli", "edge"]
-    server = Server(f"edge {name}", Proc(f"edge-{name}", pinned(cpu, args), tmp / f"edge-{name}.log", own), port)
+    server = Server(
+        f"edge {name}", Proc(f"edge-{name}", pinned(cpu, args), tmp / f"edge-{name}.log", own), port
+    )
     server.wait_up("/healthz")
     return server
 

@@ -14,7 +14,9 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-INSTALL_HINT = "wrk is not installed: `apt-get install wrk` (Debian/Ubuntu), then run `make bench` again"
+INSTALL_HINT = (
+    "wrk is not installed: `apt-get install wrk` (Debian/Ubuntu), then run `make bench` again"
+)
 
 
 class WrkError(RuntimeError):
@@ -57,7 +59,9 @@ def parse_output(text: str) -> WrkResult:
             requests=int(data["requests"]),
             duration_s=data["duration_us"] / 1e6,
             status_errors=int(data["status_errors"]),
-            socket_errors=sum(int(data[k]) for k in ("connect_errors", "read_errors", "write_errors", "timeouts")),
+            socket_errors=sum(
+                int(data[k]) for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+            ),
             p50_ms=data["p50_us"] / 1000,
             p99_ms=data["p99_us"] / 1000,
         )
@@ -91,8 +95,18 @@ def command(
 ) -> list[str]:
     """The wrk command line: one thread, ``connections`` connections, pinned to ``cpu`` when given."""
     cmd = [
-        "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-        "--timeout", "5s", "-s", str(HERE / script), url, "--", *args,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(HERE / script),
+        url,
+        "--",
+        *args,
     ]
     return (["taskset", "-c", str(cpu)] + cmd) if cpu is not None else cmd
 
@@ -111,5 +125,7 @@ def run(
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish: {' '.join(cmd)}") from exc
     if done.returncode != 0:
-        raise WrkError(f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout[-2000:]}")
+        raise WrkError(
+            f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout[-2000:]}"
+        )
     return parse_output(done.stdout)

@@ -612,3 +612,40 @@ def test_a_rate_limited_key_is_told_to_wait(browser: Any, start_edge: Any, store
     finally:
         context.close()
     assert not watched.problems(), watched.problems()
+
+
+def test_pages_of_links_copy_and_empty_states(page: Any, stack: Stack) -> None:
+    if stack.analytics_ready:
+        pytest.skip(stack.analytics_ready)
+    key = new_key(stack.stores)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
+    sign_in(page, stack, key)
+    settled(page)
+    # A new account: every panel and the link list say there is nothing yet.
+    assert totals(page) == {"clicks": 0, "human_clicks": 0, "visitors": 0}
+    assert page.locator("#panels .empty").count() == page.locator("#panels [data-panel]").count()
+    assert "No links yet" in page.locator("#links-table tbody").inner_text()
+
+    prefix = f"pg{uuid.uuid4().hex[:6]}"
+    links = [{"url": f"https://example.com/{i}", "code": f"{prefix}-{i:02d}"} for i in range(25)]
+    with stack.api(key) as client:
+        assert client.post("/links/bulk", json={"links": links}).json()["created"] == 25
+    page.reload()
+    rows = page.locator("#links-table tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 20 and rows.first.get_attribute("data-code") == f"{prefix}-24"
+    assert page.get_by_role("button", name="Newer").is_disabled()
+    page.get_by_role("button", name="Older").click()
+    page.locator(f'#links-table tr[data-code="{prefix}-00"]').wait_for()
+    assert rows.count() == 5 and page.get_by_role("button", name="Older").is_disabled()
+    page.get_by_role("button", name="Newer").click()
+    page.locator(f'#links-table tr[data-code="{prefix}-24"]').wait_for()
+
+    row = page.locator(f'#links-table tr[data-code="{prefix}-24"]')
+    short_url = row.locator(".short-url").inner_text()
+    row.get_by_role("button", name=f"Copy {short_url}").click()
+    page.wait_for_function(
+        f"() => document.querySelector('tr[data-code=\"{prefix}-24\"] button.copy')"
+        ".textContent === 'Copied'"
+    )
+    assert page.evaluate("navigator.clipboard.readText()") == short_url

@@ -151,10 +151,10 @@ def _filter_expression(op: str, dimension: str, param: str, source: Source) -> s
     column = _column(dimension, source)
     if dimension == "tag":
         if op == "contains":
-            return f"arrayExists(t -> multiSearchAnyCaseInsensitive(t, {values}), {column})"
+            return f"arrayExists(t -> multiSearchAnyCaseInsensitiveUTF8(t, {values}), {column})"
         matched = f"hasAny({column}, {values})"
     elif op == "contains":
-        return f"multiSearchAnyCaseInsensitive({column}, {values})"
+        return f"multiSearchAnyCaseInsensitiveUTF8({column}, {values})"
     else:
         matched = f"has({values}, {column})"
     return matched if op == "is" else f"NOT {matched}"

@@ -292,6 +292,7 @@ def test_filters_combine_with_and(world: World) -> None:
     assert total(["is_not", "country", ["US"]]) == 10
     assert total(["is", "country", ["US"]], ["is", "device", ["mobile"]]) == 4
     assert total(["contains", "referrer", ["SEARCH.example"]]) == 3
+    assert total(["contains", "referrer", ["nothing", "NEWS."]]) == 4  # any of the values
     assert total(["is", "link", [world.codes["beta"]]], ["is_not", "bot_reason", [""]]) == 2
     assert total(["is", "utm_medium", ["email"]], ["is", "country", ["GB"]]) == 0
 

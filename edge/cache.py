@@ -1,4 +1,4 @@
-"""The per-worker link cache: a bounded LRU whose entries expire, misses sooner than hits.
+"""The per-worker link cache: a bounded LRU of links and a smaller map of misses, both expiring.
 
 Time is read from a ``Clock`` that a background task refreshes every ``Clock.INTERVAL_S`` rather
 than from the OS on every request (the uvicorn ``on_tick`` idea): an entry lives at most one tick
@@ -46,17 +46,22 @@ class Clock:
 
 
 class LocalCache(Generic[V]):
-    """Code -> value (a hit) or ``None`` (a remembered miss), at most ``size`` entries.
+    """Code -> value (a hit) or ``None`` (a remembered miss).
 
-    ``get`` answers ``MISSING`` when the code has no live entry; the caller then asks the next
-    tier and calls ``put``. The least recently read entry goes first when the cache is full.
+    Links and misses are kept apart: at most ``size`` links, least recently read first out, and
+    at most ``size // MISSES_SHARE`` misses (at least one), oldest first out, so that unknown codes,
+    which anyone can send by the thousand, never push a link out. ``get`` answers ``MISSING``
+    when the code has no live entry; the caller then asks the next tier and calls ``put``.
     """
 
-    __slots__ = ("_entries", "clock", "miss_ttl_s", "size", "ttl_s")
+    MISSES_SHARE = 10
+    __slots__ = ("_entries", "_misses", "clock", "miss_ttl_s", "misses_size", "size", "ttl_s")
 
     def __init__(self, size: int, ttl_s: float, miss_ttl_s: float, clock: Clock) -> None:
         self._entries: OrderedDict[str, tuple[float, V | None]] = OrderedDict()
+        self._misses: OrderedDict[str, float] = OrderedDict()  # code -> expires
         self.size = size
+        self.misses_size = max(1, size // self.MISSES_SHARE)
         self.ttl_s = ttl_s
         self.miss_ttl_s = miss_ttl_s
         self.clock = clock
@@ -64,7 +69,13 @@ class LocalCache(Generic[V]):
     def get(self, code: str) -> V | None | _Missing:
         entry = self._entries.get(code)
         if entry is None:
-            return MISSING
+            expires = self._misses.get(code)
+            if expires is None:
+                return MISSING
+            if expires <= self.clock.now:
+                del self._misses[code]
+                return MISSING
+            return None
         if entry[0] <= self.clock.now:
             del self._entries[code]
             return MISSING
@@ -73,22 +84,32 @@ class LocalCache(Generic[V]):
 
     @property
     def entries(self) -> OrderedDict[str, tuple[float, V | None]]:
-        """The entries themselves, code -> (expires, value), for ``edge._clickfast.Hot``, which
-        reads and touches them as ``get`` does. Never replaced: cleared in place."""
+        """The links themselves, code -> (expires, value), for ``edge._clickfast.Hot``, which
+        reads and touches them as ``get`` does. Never replaced: cleared in place. (Misses are
+        not in it: ``Hot`` leaves a code it does not find to the handler.)"""
         return self._entries
 
     def put(self, code: str, value: V | None) -> None:
-        ttl = self.ttl_s if value is not None else self.miss_ttl_s
-        self._entries[code] = (self.clock.now + ttl, value)
+        if value is None:
+            self._entries.pop(code, None)
+            self._misses[code] = self.clock.now + self.miss_ttl_s
+            self._misses.move_to_end(code)
+            if len(self._misses) > self.misses_size:
+                self._misses.popitem(last=False)
+            return
+        self._misses.pop(code, None)
+        self._entries[code] = (self.clock.now + self.ttl_s, value)
         self._entries.move_to_end(code)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
     def discard(self, code: str) -> None:
         self._entries.pop(code, None)
+        self._misses.pop(code, None)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._misses.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._misses)

@@ -2,10 +2,16 @@
 
 A local miss asks Redis (``GET lk:link:<code>``; concurrent misses of one loop tick share one
 ``MGET``, one per slot on a Redis Cluster), then Postgres, and writes what Postgres said back to
-Redis: the record for a day, or a miss marker for ``MISS_TTL_S`` so that scanning random codes
-stays off Postgres. Concurrent lookups of one code in a worker share one fetch. When Redis fails
-the lookup goes straight to Postgres (and skips Redis for ``REDIS_RETRY_S``): a Redis outage never
-fails a redirect.
+Redis: the record for a day, or a miss marker for ``MISS_TTL_S``. Concurrent lookups of one code
+in a worker share one fetch. When Redis fails the lookup goes straight to Postgres (and skips Redis
+for ``REDIS_RETRY_S``): a Redis outage never fails a redirect.
+
+A code Redis knows nothing of (or any code while Redis fails) costs Postgres only with a token of
+the worker's ``ColdBudget`` (``COLD_LOOKUPS_PER_SECOND``; a found link gives its token back): a
+flood of random codes gets its 404s without Postgres once the budget is spent, counted in
+``linkedge_cold_lookups_refused_total`` and cached nowhere, so the code is looked up properly once
+the flood is over. Links the API creates or edits do not need the budget: the API writes their
+records into Redis after the commit (``invalidate_many`` with ``records``).
 
 A record that enters the cache from Redis or Postgres is checked once (``LinkRecord.fault``); one
 the API could not have written is answered as unknown (404), counted in
@@ -16,25 +22,32 @@ Edits reach every worker through ``invalidate``: it overwrites the Redis record 
 ``listen`` task drops the code from its cache. The marker (rather than a plain ``DEL``) closes a
 race: a worker that read the old row from Postgres just before the edit would otherwise write the
 old record back to Redis after the ``DEL``. Write-backs use ``SET NX``, so they never replace the
-marker, and a worker does not cache a value whose fetch overlapped an invalidation.
+marker, and a worker does not cache a value whose fetch overlapped an invalidation. A create or an
+edit writes its committed record in the marker's place, which closes the same race (the key is
+taken) unless Redis already holds a record at least as new (``STORE_NEWER``, by ``version``); so
+does the marker of an edit read from Postgres (``forget_edited``), and a write-back over a stale
+record never replaces a marker or a newer record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, Protocol, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from edge.budget import ColdBudget
 from edge.cache import MISSING, Clock, LocalCache, _Missing
 from edge.coalescer import Coalescer
 from edge.edits import EditLog, EditWatcher, poll_interval
 from edge.metrics import (
     BAD_LINK_RECORDS,
     CACHE_LOOKUPS,
+    COLD_LOOKUPS_REFUSED,
     INVALIDATION_ERRORS,
     INVALIDATIONS,
     LOOKUP_ERRORS,
@@ -66,6 +79,34 @@ SELECT id, account_id, code, url, redirect_type,
 FROM links
 WHERE code = ANY($1::text[]) AND deleted_at IS NULL
 """
+
+# SET KEYS[1] to ARGV[1] for ARGV[3] ms unless Redis holds a record whose version is at least
+# ARGV[2] (or, unless ARGV[4] is "1", a marker): 1 when written.
+STORE_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  if current == '-' or current == '!' then
+    if ARGV[4] ~= '1' then return 0 end
+  else
+    local ok, record = pcall(cjson.decode, current)
+    if ok and type(record) == 'table' then
+      local version = tonumber(record['version'])
+      if version and version >= tonumber(ARGV[2]) then return 0 end
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+
+class _Refused(enum.Enum):
+    """What ``_fetch`` answers when the cold-lookup budget is spent: 404, cached nowhere."""
+
+    REFUSED = 0
+
+
+REFUSED: Final = _Refused.REFUSED
 
 # Tiers, as indexes into LinkStore.tiers (plain ints on the hot path; ``fold`` moves them into
 # CACHE_LOOKUPS).
@@ -144,6 +185,8 @@ class LinkStore(Generic[V]):
         self._background: set[asyncio.Task[Any]] = set()
         self._tier_counters = [CACHE_LOOKUPS.labels(tier=name) for name in _TIER_NAMES]
         self.edits = EditLog()  # versions of the edits read from Postgres (edge.edits)
+        self.budget = ColdBudget(settings.cold_lookups_per_second, clock)
+        self.refused = 0  # cold lookups refused for want of budget (folded into Prometheus)
         self._unmarked: set[str] = set()  # edited codes whose Redis marker did not land yet
 
     # ---- lookups ---------------------------------------------------------------------------
@@ -179,11 +222,13 @@ class LinkStore(Generic[V]):
     async def _fetch_and_cache(self, code: str) -> V | None:
         epoch = self._epoch
         value = await self._fetch(code)
+        if value is REFUSED:
+            return None
         if self._epoch == epoch:
             self.cache.put(code, value)
         return value
 
-    async def _fetch(self, code: str) -> V | None:
+    async def _fetch(self, code: str) -> V | None | _Refused:
         key = keys.link(code)
         raw: bytes | None = None
         stale = False
@@ -212,10 +257,18 @@ class LinkStore(Generic[V]):
                             self.tiers[REDIS] += 1
                             return None if _refused(cached, "redis", code) else self.prepare(cached)
                         stale = True  # older than an edit read from Postgres: replaced below
+        # Redis knew nothing (or failed): a cold lookup, on the budget. An edited code (stale or
+        # marked) is not: only the API's writes put those there.
+        cold = not stale and raw != INVALIDATED_MARKER
+        if cold and not self.budget.take():
+            self.refused += 1
+            return REFUSED
         record = await self._select(code)
         self.tiers[NONE if record is None else POSTGRES] += 1
         if record is not None and _refused(record, "postgres", code):
             record = None  # written back as a miss: other workers need not load it again
+        if cold and record is not None:
+            self.budget.give_back()  # only unknown codes spend the budget
         if use_redis and raw != INVALIDATED_MARKER:
             self._spawn(self._write_back(key, record, replace=stale))
         return None if record is None else self.prepare(record)
@@ -235,15 +288,21 @@ class LinkStore(Generic[V]):
 
     async def _write_back(self, key: str, record: LinkRecord | None, replace: bool = False) -> None:
         """Write what Postgres said to Redis, unless something is there already (an invalidation
-        marker must stay); with ``replace``, over the stale record that is there."""
+        marker must stay); with ``replace``, over the stale record that is there, unless a marker
+        or a record at least as new took its place meanwhile."""
         try:
             if record is None:
                 await self.redis.set(
                     key, MISS_MARKER, px=int(self.settings.miss_ttl_s * 1000), nx=not replace
                 )
+            elif replace:
+                ttl_ms = self.settings.redis_link_ttl_s * 1000
+                await self.redis.eval(
+                    STORE_NEWER, 1, key, record.to_json(), record.version, ttl_ms, 0
+                )
             else:
                 await self.redis.set(
-                    key, record.to_json(), ex=self.settings.redis_link_ttl_s, nx=not replace
+                    key, record.to_json(), ex=self.settings.redis_link_ttl_s, nx=True
                 )
         except Exception as exc:  # noqa: BLE001 -- a write-back is optional; counted, logged
             self._redis_failed("write_back", exc)
@@ -265,17 +324,26 @@ class LinkStore(Generic[V]):
         """Make every worker of every edge forget ``code`` (call after the edit committed)."""
         await self.invalidate_many([code])
 
-    async def invalidate_many(self, codes: list[str]) -> None:
-        """``invalidate`` for many codes in one Redis round trip. Never raises: a failure is
-        logged and counted, and the workers' caches then expire within ``CACHE_TTL_S``."""
+    async def invalidate_many(self, codes: list[str], records: Sequence[LinkRecord] = ()) -> None:
+        """``invalidate`` for many codes in one Redis round trip. ``records``: the committed rows
+        of some of them (created or edited), each written into Redis in place of the marker unless
+        Redis holds one at least as new, so that every worker finds it without Postgres. Never
+        raises: a failure is logged and counted, and the workers' caches then expire within
+        ``CACHE_TTL_S``."""
         if not codes:
             return
         self._drop(codes)
+        written = {record.code for record in records}
+        ttl_ms = self.settings.redis_link_ttl_s * 1000
         for attempt in range(3):
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for code in codes:
-                        pipe.set(keys.link(code), INVALIDATED_MARKER, px=INVALIDATED_TTL_MS)
+                        if code not in written:
+                            pipe.set(keys.link(code), INVALIDATED_MARKER, px=INVALIDATED_TTL_MS)
+                    for record in records:
+                        key = keys.link(record.code)
+                        pipe.eval(STORE_NEWER, 1, key, record.to_json(), record.version, ttl_ms, 1)
                     if not self._cluster:
                         pipe.publish(keys.INVALIDATE_CHANNEL, " ".join(codes))
                     await pipe.execute()
@@ -309,8 +377,10 @@ class LinkStore(Generic[V]):
     async def _mark(self, codes: list[str]) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for code in codes:
-                    pipe.set(keys.link(code), INVALIDATED_MARKER, px=INVALIDATED_TTL_MS)
+                for code in codes:  # not over the edit's own record, which the API wrote
+                    version = self.edits.version(code)
+                    args = (INVALIDATED_MARKER, version, INVALIDATED_TTL_MS, 1)
+                    pipe.eval(STORE_NEWER, 1, keys.link(code), *args)
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001 -- retried at the next poll
             if len(self._unmarked) < UNMARKED_KEPT:
@@ -372,6 +442,9 @@ class LinkStore(Generic[V]):
         if self.invalidations:
             INVALIDATIONS.inc(self.invalidations)
             self.invalidations = 0
+        if self.refused:
+            COLD_LOOKUPS_REFUSED.inc(self.refused)
+            self.refused = 0
 
     async def close(self) -> None:
         for task in list(self._background):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-
 REDIRECTS = Counter("linkedge_redirects_total", "Redirect requests answered, by HTTP status", ["status"])
 CACHE_LOOKUPS = Counter(
     "linkedge_link_lookups_total",
@@ -29,6 +28,11 @@ CLICKS_DROPPED = Counter(
 )
 CLICKS_PENDING = Gauge(
     "linkedge_clicks_pending", "Clicks held in worker memory, not yet in Redis", multiprocess_mode="livesum"
+)
+COLD_LOOKUPS_REFUSED = Counter(
+    "linkedge_cold_lookups_refused_total",
+    "Codes in neither the worker's cache nor Redis answered 404 without Postgres: the worker's "
+    "budget of cold lookups (COLD_LOOKUPS_PER_SECOND) was spent",
 )
 INVALIDATIONS = Counter("linkedge_cache_invalidations_total", "Link invalidations received over Redis")
 API_REQUESTS = Counter(

@@ -106,6 +106,7 @@ class Settings:
     cache_size: int = 100_000  # entries per worker, hits and misses together
     cache_ttl_s: float = 30.0  # a local entry is trusted this long without invalidation
     miss_ttl_s: float = 5.0  # unknown codes are remembered as misses this long
+    cold_lookups_per_second: int = 100  # unknown codes a worker may look up in Postgres, per second
     redis_link_ttl_s: int = 86_400  # link records written back to Redis expire after this
     permanent_max_age_s: int = 3600  # Cache-Control max-age of 301/308 answers
 

@@ -2,8 +2,10 @@
 
 Every handler names the scope it needs first (``require``), reads only its own account's links,
 and, after a write has committed, invalidates the code in every edge worker's cache
-(``resources.links.invalidate``, which never raises: a failure there is logged and counted by
-the link store, and caches then expire by TTL).
+(``resources.links.invalidate_many``, which never raises: a failure there is logged and counted by
+the link store, and caches then expire by TTL). A created or edited link's record goes into Redis
+with it, so that every worker finds the new link there without Postgres (whose lookups of codes
+Redis does not know are budgeted per worker: ``edge.budget``).
 
 Bulk create answers 200 with one result per item, in order: ``{"index", "status": 201, "link"}``
 or ``{"index", "status": 4xx, "problem"}``. Items are independent: a bad item stores nothing and
@@ -27,12 +29,15 @@ from starlette.routing import Route
 from edge.api import inputs, queries, validation
 from edge.api.auth import require
 from edge.api.problems import Problem, invalid
+from edge.records import LinkRecord
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 DEFAULT_STATS_DAYS = 30
 MAX_STATS_DAYS = 366
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _timestamp(value: datetime | None) -> str | None:
@@ -46,6 +51,26 @@ def _timestamp(value: datetime | None) -> str | None:
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def link_record(row: asyncpg.Record, account_id: int) -> LinkRecord:
+    """A committed row as the edge reads it from Postgres (``edge.linkstore.SELECT_LINKS``): the
+    same epoch seconds for ``expires_at``, and ``updated_at`` in microseconds as its version."""
+    expires = row["expires_at"]
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return LinkRecord(
+        id=row["id"],
+        account_id=account_id,
+        code=row["code"],
+        url=row["url"],
+        redirect_type=row["redirect_type"],
+        expires_at=None if expires is None else expires.timestamp(),
+        expired_url=row["expired_url"],
+        forward_query=row["forward_query"],
+        disabled=row["disabled"],
+        version=(row["updated_at"] - _EPOCH) // _MICROSECOND,
     )
 
 
@@ -128,11 +153,18 @@ class LinkRoutes:
         }
 
     async def _invalidate(self, codes: list[str]) -> None:
-        """After the write committed: every worker forgets the codes (never raises)."""
+        """After a delete committed: every worker forgets the codes (never raises)."""
         if len(codes) == 1:
             await self.resources.links.invalidate(codes[0])
         elif codes:
             await self.resources.links.invalidate_many(codes)
+
+    async def _publish(self, rows: list[asyncpg.Record], account_id: int) -> None:
+        """After a create or an edit committed: every worker forgets the codes, and their records
+        go into Redis (never raises)."""
+        if rows:
+            records = [link_record(row, account_id) for row in rows]
+            await self.resources.links.invalidate_many([r.code for r in records], records)
 
     async def create(self, request: Request) -> Response:
         key = require(request, "links:write")
@@ -142,7 +174,7 @@ class LinkRoutes:
         [result] = await queries.insert_links(self.pg, key.account_id, [link], self.reserved)
         if isinstance(result, Problem):
             raise result
-        await self._invalidate([result["code"]])
+        await self._publish([result], key.account_id)
         location = f"{request.scope.get('root_path', '')}/links/{result['code']}"
         return json_response(self.link_json(result), 201, {"Location": location})
 
@@ -162,14 +194,14 @@ class LinkRoutes:
         stored = await queries.insert_links(
             self.pg, key.account_id, [link for _, link in valid], self.reserved
         )
-        created: list[str] = []
+        created: list[asyncpg.Record] = []
         for (index, _), outcome in zip(valid, stored, strict=True):
             if isinstance(outcome, Problem):
                 results[index] = self._item_problem(index, outcome, request)
             else:
-                created.append(outcome["code"])
+                created.append(outcome)
                 results[index] = {"index": index, "status": 201, "link": self.link_json(outcome)}
-        await self._invalidate(created)
+        await self._publish(created, key.account_id)
         return json_response(
             {"created": len(created), "failed": len(items) - len(created), "results": results}
         )
@@ -196,7 +228,7 @@ class LinkRoutes:
         row = await queries.update_link(self.pg, key.account_id, code, values)
         if row is None:
             raise _not_found(code)
-        await self._invalidate([code])
+        await self._publish([row], key.account_id)
         return json_response(self.link_json(row))
 
     async def delete(self, request: Request) -> Response:

@@ -495,14 +495,16 @@ def test_deleted_links_keep_their_history(world: World) -> None:
     assert before[gamma] == [3]
 
 
-def test_analytics_unreachable_is_a_503(
-    world: World, start_edge: Callable[..., Edge], stores: Stores, tmp_path: Path
+@pytest.mark.parametrize("reached", ["analytics", "clickhouse"])
+def test_analytics_or_clickhouse_unreachable_is_a_503(
+    world: World, start_edge: Callable[..., Edge], tmp_path: Path, reached: str
 ) -> None:
-    down = start_edge(
-        workers=1,
-        CLICKHOUSE_URL=f"chdb://{tmp_path / 'nowhere'}",
-        ANALYTICS_URL=f"http://127.0.0.1:{free_port()}",
-    )
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    if reached == "analytics":  # the embedded engine, asked through the analytics port
+        env = {"CLICKHOUSE_URL": f"chdb://{tmp_path / 'nowhere'}", "ANALYTICS_URL": closed}
+    else:  # a ClickHouse server, asked directly by the edge
+        env = {"CLICKHOUSE_URL": closed}
+    down = start_edge(workers=1, **env)
     with httpx.Client(base_url=down.url, timeout=30) as client:
         response = client.post(
             QUERY, json={"metrics": ["clicks"]}, headers={"Authorization": f"Bearer {world.key}"}

@@ -6,7 +6,20 @@
  * headers (request_tail), a new link (link_part), a new day (utc_day), X-Forwarded-For
  * (client_ip), prefetch headers (prefetch_header), an address that needs JSON escaping (dumps).
  * A scope it does not expect (headers that are not a list or tuple of pairs of bytes) goes to the
- * Python add (fallback) whole. tests/test_clickencoder.py compares the two on the same clicks.
+ * Python add (fallback) whole. tests/test_clickencoder.py compares the two on the same clicks,
+ * tests/test_event_spec.py both with linkedge.events.encode.
+ *
+ * Held by code, not by comment (tests/test_clickfast_safety.py):
+ * - Any call into Python (a callback, or the cyclic collector that an allocation of a tracked
+ *   object may start, running finalizers) can change what the caller passed: what is read from
+ *   the scope is held by a strong reference from the moment it is read (the header list, the
+ *   values the event keeps, the client, the query and method), and the header list is read again,
+ *   size and item, at every step of the walk, as a Python for loop reads it.
+ * - An Encoder is not re-entrant: add, record, take and seed raise RuntimeError when called from
+ *   inside one of its own calls (from a callback), so its own state (the open batch, the slots,
+ *   the day) only changes under the call that is changing it. It is initialised once.
+ * - A call that fails leaves the open batch as it was and raises: a click joins the batch (its
+ *   bytes onto the entry, its count into the counts) only once nothing after it can fail.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,6 +34,11 @@
 #define PREFIX_LEN 24  /* "%08x-%04x-%04x-%04x-" */
 #define MAX_PREFETCH_NAMES 8
 #define MAX_NAME 32
+/* The event's bytes around its values, as linkedge.events.EVENT_LAYOUT spells them (the head, with
+ * the version, comes from there; the rest is compiled in and checked against it at construction):
+ * head, id, TS_KEY, ts, ",", link part, IP_KEY, ip, ",", tail. */
+#define TS_KEY "\",\"ts\":"
+#define IP_KEY "\"ip\":"
 
 /* What one (link, Location) pair needs per click, found by the identity of the two objects: the
  * slot holds references to both, so neither address can be reused by another object while it
@@ -63,6 +81,7 @@ typedef struct {
     PyObject *counts;
     PyObject *entry;
     Py_ssize_t entry_len, entry_hint, pending, limit;
+    int busy; /* inside add, record, take or seed: a second call from a callback is refused */
 } Encoder;
 
 static PyObject *s_headers, *s_query_string, *s_method, *s_client, *s_id, *s_account_id, *s_code;
@@ -210,8 +229,8 @@ static int tail_of(Encoder *self, PyObject *request, int *is_bot, PyObject **tai
         if (cost >= 0) {
             if (PyDict_GET_SIZE(self->tails) >= self->tails_max ||
                 self->tails_bytes + cost > self->tails_bytes_max) {
+                self->tails_bytes = 0; /* first: what the clear releases may run Python */
                 PyDict_Clear(self->tails);
-                self->tails_bytes = 0;
             }
             if (PyDict_SetItem(self->tails, request, known) < 0) {
                 Py_DECREF(known);
@@ -257,38 +276,48 @@ static Slot *slot_of(Encoder *self, PyObject *link, PyObject *location) {
     Py_DECREF(link_id);
     Py_DECREF(code);
     if (part == NULL) return NULL;
-    slot_clear(slot);
+    /* The slot holds the new link before the old references go: releasing them may run Python. */
+    Slot old = *slot;
     slot->link = Py_NewRef(link);
     slot->location = Py_NewRef(location);
     slot->part = part;
+    slot->day = slot->field[0] = slot->field[1] = NULL;
+    slot_clear(&old);
     return slot;
 }
 
-/* The counter field of the slot's link for `day` and `bot`. Borrowed; NULL with an exception. */
+/* The counter field of the slot's link for `day` and `bot`. New reference; NULL with an
+ * exception. */
 static PyObject *field_of(Encoder *self, Slot *slot, PyObject *link, PyObject *day, int bot) {
     if (slot->day != day) {
         Py_CLEAR(slot->field[0]);
         Py_CLEAR(slot->field[1]);
         Py_XSETREF(slot->day, Py_NewRef(day));
     }
-    if (slot->field[bot] == NULL) {
-        PyObject *link_id = PyObject_GetAttr(link, s_id);
-        if (link_id == NULL) return NULL;
-        PyObject *args[3] = {link_id, day, bot ? Py_True : Py_False};
-        PyObject *field = PyObject_Vectorcall(self->counter_field, args, 3, NULL);
-        Py_DECREF(link_id);
-        if (field == NULL) return NULL;
-        if (!PyUnicode_CheckExact(field)) {
-            Py_DECREF(field);
-            PyErr_SetString(PyExc_TypeError, "counter_field did not return str");
-            return NULL;
-        }
-        slot->field[bot] = field;
+    if (slot->field[bot] != NULL) return Py_NewRef(slot->field[bot]);
+    PyObject *link_id = PyObject_GetAttr(link, s_id);
+    if (link_id == NULL) return NULL;
+    PyObject *args[3] = {link_id, day, bot ? Py_True : Py_False};
+    PyObject *field = PyObject_Vectorcall(self->counter_field, args, 3, NULL);
+    Py_DECREF(link_id);
+    if (field == NULL) return NULL;
+    if (!PyUnicode_CheckExact(field) || !PyUnicode_IS_ASCII(field)) {
+        Py_DECREF(field);
+        PyErr_SetString(PyExc_TypeError, "counter_field did not return an ASCII str");
+        return NULL;
     }
-    return slot->field[bot];
+    /* kept only if the slot still is this link's of this day (Python ran in between) */
+    if (slot->link == link && slot->day == day && slot->field[bot] == NULL) {
+        slot->field[bot] = Py_NewRef(field);
+    }
+    return field;
 }
 
 static PyObject *call_fallback(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (self->fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Encoder not initialised");
+        return NULL;
+    }
     return PyObject_Vectorcall(self->fallback, args, nargs, NULL);
 }
 
@@ -315,61 +344,74 @@ static char *entry_reserve(Encoder *self, Py_ssize_t n) {
     return PyBytes_AS_STRING(self->entry) + self->entry_len;
 }
 
+/* The arguments of request_tail, held in the tuple that is its cache key: the four header values
+ * the event keeps (NULL until seen), the query, the method, whether a prefetch header said so. */
+enum { R_AGENT, R_REFERER, R_LANGUAGE, R_HOST, R_QUERY, R_METHOD, R_PREFETCH, R_SIZE };
+
+static void request_put(PyObject *request, Py_ssize_t i, PyObject *value) {
+    PyObject *old = PyTuple_GET_ITEM(request, i);
+    PyTuple_SET_ITEM(request, i, Py_NewRef(value));
+    Py_XDECREF(old); /* bytes: releasing them runs no Python */
+}
+
 /* Encode one click: into `events` (a list) as a new bytes object, or, with events NULL, as a line
  * of the open batch's entry. Counts it into `counts`. 0 done, -1 an exception, 1 a scope of an
- * unexpected shape (nothing done: the caller hands it to the Python add). */
+ * unexpected shape (nothing done: the caller hands it to the Python add). Either way the encoder's
+ * open batch and id counter are as they were unless it returns 0. */
 static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject *scope,
                         PyObject *location, PyObject *counts, PyObject *events) {
     if (!PyDict_CheckExact(scope) || !PyUnicode_CheckExact(location)) return 1;
     PyObject *headers = PyDict_GetItemWithError(scope, s_headers);
-    if (headers == NULL && PyErr_Occurred()) return -1;
-    Py_ssize_t n_headers = 0;
-    PyObject **items = NULL;
-    if (headers != NULL && headers != Py_None) {
-        if (PyList_CheckExact(headers)) {
-            n_headers = PyList_GET_SIZE(headers);
-            items = ((PyListObject *)headers)->ob_item;
-        } else if (PyTuple_CheckExact(headers)) {
-            n_headers = PyTuple_GET_SIZE(headers);
-            items = ((PyTupleObject *)headers)->ob_item;
-        } else {
-            return 1;
-        }
+    if (headers == NULL) {
+        if (PyErr_Occurred()) return -1;
+    } else if (headers == Py_None) {
+        headers = NULL;
+    } else if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) {
+        return 1;
     }
-    /* The pairs must be bytes; checked before anything calls back into Python. */
-    for (Py_ssize_t i = 0; i < n_headers; i++) {
-        PyObject *pair = items[i];
+    Py_XINCREF(headers); /* before anything that may run Python */
+    int is_list = headers != NULL && PyList_CheckExact(headers);
+    PyObject *request = PyTuple_New(R_SIZE);
+    PyObject *forwarded = NULL, *client = NULL, *tail = NULL, *day = NULL;
+    PyObject *peer = NULL, *ip = NULL, *ipj = NULL, *part = NULL, *event = NULL, *key = NULL;
+    int prefetch = 0, result = -1;
+    if (request == NULL) goto done;
+    /* The walk reads the list's size and item afresh at every step: a callback (prefetch_header),
+     * or a finalizer run by the collector, may have changed it. Every pair is checked as it is
+     * read; one of another shape sends the scope to the Python add, which walks it again. */
+    for (Py_ssize_t i = 0; headers != NULL && i < Py_SIZE(headers); i++) {
+        PyObject *pair = is_list ? PyList_GET_ITEM(headers, i) : PyTuple_GET_ITEM(headers, i);
         if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
             !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
             !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
-            return 1;
+            result = 1;
+            goto done;
         }
-    }
-    Py_XINCREF(headers); /* callbacks below run Python: keep the pairs alive */
-
-    PyObject *agent = empty_bytes, *referer = empty_bytes, *language = empty_bytes;
-    PyObject *host = empty_bytes, *forwarded = NULL, *request = NULL;
-    PyObject *peer = NULL, *ip = NULL, *ipj = NULL, *part = NULL, *event = NULL, *key = NULL;
-    int prefetch = 0, result = -1;
-    for (Py_ssize_t i = 0; i < n_headers; i++) {
-        PyObject *name = PyTuple_GET_ITEM(items[i], 0), *value = PyTuple_GET_ITEM(items[i], 1);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
         switch (PyBytes_GET_SIZE(name)) {
         case 4:
-            if (name_is(name, "host", 4)) { host = value; continue; }
+            if (name_is(name, "host", 4)) { request_put(request, R_HOST, value); continue; }
             break;
         case 7:
-            if (name_is(name, "referer", 7)) { referer = value; continue; }
+            if (name_is(name, "referer", 7)) { request_put(request, R_REFERER, value); continue; }
             break;
         case 10:
-            if (name_is(name, "user-agent", 10)) { agent = value; continue; }
+            if (name_is(name, "user-agent", 10)) { request_put(request, R_AGENT, value); continue; }
             break;
         case 15:
-            if (name_is(name, "accept-language", 15)) { language = value; continue; }
+            if (name_is(name, "accept-language", 15)) {
+                request_put(request, R_LANGUAGE, value);
+                continue;
+            }
             if (name_is(name, "x-forwarded-for", 15)) {
-                if (forwarded == NULL && (forwarded = PyList_New(0)) == NULL) goto done;
+                /* decoded first: a str is not tracked by the collector, a new list is */
                 PyObject *hop = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value),
                                                        PyBytes_GET_SIZE(value), NULL);
                 if (hop == NULL) goto done;
+                if (forwarded == NULL && (forwarded = PyList_New(0)) == NULL) {
+                    Py_DECREF(hop);
+                    goto done;
+                }
                 int failed = PyList_Append(forwarded, hop);
                 Py_DECREF(hop);
                 if (failed < 0) goto done;
@@ -378,42 +420,46 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
             break;
         }
         if (!prefetch && is_prefetch_name(self, name)) {
-            PyObject *pair[2] = {name, value};
-            PyObject *answer = PyObject_Vectorcall(self->prefetch_header, pair, 2, NULL);
+            Py_INCREF(pair); /* the callback may drop it from the list */
+            PyObject *args[2] = {name, value};
+            PyObject *answer = PyObject_Vectorcall(self->prefetch_header, args, 2, NULL);
+            Py_DECREF(pair);
             if (answer == NULL) goto done;
             prefetch = PyObject_IsTrue(answer);
             Py_DECREF(answer);
             if (prefetch < 0) goto done;
         }
     }
-
+    for (int i = R_AGENT; i < R_QUERY; i++) {
+        if (PyTuple_GET_ITEM(request, i) == NULL) PyTuple_SET_ITEM(request, i, Py_NewRef(empty_bytes));
+    }
     PyObject *query = PyDict_GetItemWithError(scope, s_query_string);
     if (query == NULL) {
         if (PyErr_Occurred()) goto done;
         query = Py_None;
     }
+    PyTuple_SET_ITEM(request, R_QUERY, Py_NewRef(query));
     PyObject *method = PyDict_GetItemWithError(scope, s_method);
     if (method == NULL) {
         if (PyErr_Occurred()) goto done;
         method = s_GET;
     }
-    request = PyTuple_Pack(7, agent, referer, language, host, query, method,
-                           prefetch ? Py_True : Py_False);
-    if (request == NULL) goto done;
+    PyTuple_SET_ITEM(request, R_METHOD, Py_NewRef(method));
+    PyTuple_SET_ITEM(request, R_PREFETCH, Py_NewRef(prefetch ? Py_True : Py_False));
     int is_bot;
-    PyObject *tail;
     if (tail_of(self, request, &is_bot, &tail) < 0) goto done; /* ours: callbacks may clear the cache */
 
-    PyObject *client = PyDict_GetItemWithError(scope, s_client);
-    if (client == NULL && PyErr_Occurred()) goto done_tail;
+    client = PyDict_GetItemWithError(scope, s_client);
+    if (client == NULL && PyErr_Occurred()) goto done;
+    Py_XINCREF(client); /* its truth and its first item may run Python */
     int has_client = client == NULL ? 0 : PyObject_IsTrue(client);
-    if (has_client < 0) goto done_tail;
+    if (has_client < 0) goto done;
     if (has_client) {
         PyObject *first = PySequence_GetItem(client, 0);
-        if (first == NULL) goto done_tail;
+        if (first == NULL) goto done;
         peer = PyObject_Str(first);
         Py_DECREF(first);
-        if (peer == NULL) goto done_tail;
+        if (peer == NULL) goto done;
     } else {
         peer = Py_NewRef(empty_str);
     }
@@ -421,63 +467,62 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     long long second = floor_div(ts_ms, 1000);
     if (second != self->second || self->day == NULL) {
         PyObject *ms = PyLong_FromLongLong(ts_ms);
-        if (ms == NULL) goto done_tail;
-        PyObject *day = PyObject_CallOneArg(self->utc_day, ms);
+        if (ms == NULL) goto done;
+        PyObject *new_day = PyObject_CallOneArg(self->utc_day, ms);
         Py_DECREF(ms);
-        if (day == NULL) goto done_tail;
-        int same = self->day != NULL && PyUnicode_Check(day) && PyUnicode_Compare(day, self->day) == 0;
-        if (same) { /* keep the object: slots know the day by identity */
-            Py_DECREF(day);
+        if (new_day == NULL) goto done;
+        if (!PyUnicode_CheckExact(new_day)) {
+            Py_DECREF(new_day);
+            PyErr_SetString(PyExc_TypeError, "utc_day did not return str");
+            goto done;
+        }
+        if (self->day != NULL && PyUnicode_Compare(new_day, self->day) == 0) {
+            Py_DECREF(new_day); /* keep the object: slots know the day by identity */
         } else {
-            if (PyErr_Occurred()) {
-                Py_DECREF(day);
-                goto done_tail;
-            }
-            Py_XSETREF(self->day, day);
+            Py_XSETREF(self->day, new_day);
         }
         self->second = second;
     }
-    PyObject *day = Py_NewRef(self->day);
+    day = Py_NewRef(self->day);
 
     if (forwarded != NULL) {
-        PyObject *pair[2] = {peer, forwarded};
-        ip = PyObject_Vectorcall(self->client_ip, pair, 2, NULL);
+        PyObject *args[2] = {peer, forwarded};
+        ip = PyObject_Vectorcall(self->client_ip, args, 2, NULL);
     } else {
         ip = Py_NewRef(peer);
     }
-    if (ip == NULL) goto done_day;
+    if (ip == NULL) goto done;
     if (!PyUnicode_Check(ip)) {
         PyErr_SetString(PyExc_TypeError, "client_ip did not return str");
-        goto done_day;
+        goto done;
     }
     /* The address between quotes, or (never seen from a server) dumps' JSON string of it. */
     int ip_quote = ip_plain(ip);
-    if (!ip_quote && (ipj = ip_json(self, ip)) == NULL) goto done_day;
+    if (!ip_quote && (ipj = ip_json(self, ip)) == NULL) goto done;
     const char *ip_text = ip_quote ? (const char *)PyUnicode_1BYTE_DATA(ip) : PyBytes_AS_STRING(ipj);
     Py_ssize_t ip_len = ip_quote ? PyUnicode_GET_LENGTH(ip) + 2 : PyBytes_GET_SIZE(ipj);
 
     Slot *slot = slot_of(self, link, location);
-    if (slot == NULL) goto done_day;
+    if (slot == NULL) goto done;
     part = Py_NewRef(slot->part);
-    PyObject *field = field_of(self, slot, link, day, is_bot);
-    if (field == NULL) goto done_day;
-    key = Py_NewRef(field);
+    if ((key = field_of(self, slot, link, day, is_bot)) == NULL) goto done;
 
+    /* From here on nothing calls into Python: the event is written, counted, then committed. */
     if (ts_ms != self->ms) set_prefix(self, ts_ms);
-    uint64_t low = (self->low + ++self->counter) & MASK_48;
+    uint64_t low = (self->low + self->counter + 1) & MASK_48;
     const char *ts_text = self->ts_text;
     int ts_len = self->ts_len;
     Py_ssize_t part_len = PyBytes_GET_SIZE(part);
     Py_ssize_t tail_len = PyBytes_GET_SIZE(tail);
-    /* head + prefix + 12 hex + '","ts":' + ts + ',' + part + '"ip":' + ip + ',' + tail */
-    Py_ssize_t size = self->head_len + PREFIX_LEN + 12 + 7 + ts_len + 1 + part_len + 5 + ip_len + 1 +
-                      tail_len;
+    /* head + prefix + 12 hex + TS_KEY + ts + ',' + part + IP_KEY + ip + ',' + tail */
+    Py_ssize_t size = self->head_len + PREFIX_LEN + 12 + (sizeof TS_KEY - 1) + ts_len + 1 +
+                      part_len + (sizeof IP_KEY - 1) + ip_len + 1 + tail_len;
     char *p;
     if (events != NULL) {
-        if ((event = PyBytes_FromStringAndSize(NULL, size)) == NULL) goto done_day;
+        if ((event = PyBytes_FromStringAndSize(NULL, size)) == NULL) goto done;
         p = PyBytes_AS_STRING(event);
     } else if ((p = entry_reserve(self, size + 1)) == NULL) {
-        goto done_day;
+        goto done;
     }
     memcpy(p, self->head, self->head_len);
     p += self->head_len;
@@ -485,15 +530,15 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     p += PREFIX_LEN;
     put_hex(p, low, 12);
     p += 12;
-    memcpy(p, "\",\"ts\":", 7);
-    p += 7;
+    memcpy(p, TS_KEY, sizeof TS_KEY - 1);
+    p += sizeof TS_KEY - 1;
     memcpy(p, ts_text, ts_len);
     p += ts_len;
     *p++ = ',';
     memcpy(p, PyBytes_AS_STRING(part), part_len);
     p += part_len;
-    memcpy(p, "\"ip\":", 5);
-    p += 5;
+    memcpy(p, IP_KEY, sizeof IP_KEY - 1);
+    p += sizeof IP_KEY - 1;
     if (ip_quote) {
         *p++ = '"';
         memcpy(p, ip_text, ip_len - 2);
@@ -508,12 +553,12 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     if (events == NULL) p[tail_len] = '\n'; /* written, not yet part of the entry: see below */
 
     PyObject *count = PyDict_GetItemWithError(counts, key);
-    if (count == NULL && PyErr_Occurred()) goto done_day;
+    if (count == NULL && PyErr_Occurred()) goto done;
     PyObject *next = count == NULL ? PyLong_FromLong(1) : PyNumber_Add(count, one);
-    if (next == NULL) goto done_day;
+    if (next == NULL) goto done;
     if (events != NULL && PyList_Append(events, event) < 0) {
         Py_DECREF(next);
-        goto done_day;
+        goto done;
     }
     int failed = PyDict_SetItem(counts, key, next);
     Py_DECREF(next);
@@ -521,29 +566,46 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
         if (events != NULL) {
             PyList_SetSlice(events, PyList_GET_SIZE(events) - 1, PyList_GET_SIZE(events), NULL);
         }
-        goto done_day;
+        goto done;
     }
+    self->counter++; /* the id is taken only by a click that is counted */
     if (events == NULL) { /* the line joins the entry only now that it is counted */
         self->entry_len += size + 1;
         self->pending++;
     }
     result = 0;
-done_day:
-    Py_DECREF(day);
-done_tail:
-    Py_DECREF(tail);
 done:
     Py_XDECREF(key);
     Py_XDECREF(event);
     Py_XDECREF(part);
     Py_XDECREF(ipj);
     Py_XDECREF(ip);
+    Py_XDECREF(day);
     Py_XDECREF(peer);
-    Py_XDECREF(request);
+    Py_XDECREF(client);
+    Py_XDECREF(tail);
     Py_XDECREF(forwarded);
+    Py_XDECREF(request);
     Py_XDECREF(headers);
     return result;
 }
+
+/* Every call that reads or changes the encoder's state goes through enter/leave: refused on an
+ * encoder that was never initialised, or from inside one of its own calls (a callback). */
+static int encoder_enter(Encoder *self) {
+    if (self->slots == NULL || self->counts == NULL) { /* never initialised, or cleared */
+        PyErr_SetString(PyExc_RuntimeError, "Encoder not initialised");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Encoder called again from inside one of its calls");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+static void encoder_leave(Encoder *self) { self->busy = 0; }
 
 /* add(ts, link, scope, location, counts, events) */
 static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -556,47 +618,109 @@ static PyObject *Encoder_add(Encoder *self, PyObject *const *args, Py_ssize_t na
     }
     double ts = PyFloat_AsDouble(args[0]);
     if (ts == -1.0 && PyErr_Occurred()) return NULL;
-    int done = encode_click(self, (long long)(ts * 1000), args[1], args[2], args[3], args[4], args[5]);
+    double ms = ts * 1000;
+    if (!(ms > -9e18 && ms < 9e18)) { /* NaN included: the cast below would be undefined */
+        PyErr_SetString(PyExc_OverflowError, "ts out of range");
+        return NULL;
+    }
+    if (encoder_enter(self) < 0) return NULL;
+    int done = encode_click(self, (long long)ms, args[1], args[2], args[3], args[4], args[5]);
+    encoder_leave(self);
     if (done == 1) return call_fallback(self, args, nargs);
     return done < 0 ? NULL : Py_NewRef(Py_None);
 }
 
-/* One click now into the open batch (record()'s work): 0, or -1 with an exception set. */
+/* Adds the counts of `src` (counter field -> clicks, the Python add's) into `dst`, all or none: 0,
+ * or -1 with an exception set and dst as it was. Fields must be ASCII str and counts int, as
+ * take() writes them. */
+static int counts_merge(PyObject *dst, PyObject *src) {
+    Py_ssize_t n = PyDict_GET_SIZE(src), pos = 0, i = 0;
+    PyObject *field, *count;
+    while (PyDict_Next(src, &pos, &field, &count)) {
+        if (!PyUnicode_CheckExact(field) || !PyUnicode_IS_ASCII(field) || !PyLong_CheckExact(count)) {
+            PyErr_SetString(PyExc_TypeError, "counter fields must be ASCII str, counts int");
+            return -1;
+        }
+    }
+    PyObject *olds = PyTuple_New(n), *sums = PyTuple_New(n);
+    if (olds == NULL || sums == NULL) goto fail;
+    for (pos = 0; PyDict_Next(src, &pos, &field, &count); i++) { /* every allocation first */
+        PyObject *old = PyDict_GetItemWithError(dst, field);
+        if (old == NULL && PyErr_Occurred()) goto fail;
+        PyObject *sum = old == NULL ? Py_NewRef(count) : PyNumber_Add(old, count);
+        if (sum == NULL) goto fail;
+        PyTuple_SET_ITEM(olds, i, Py_XNewRef(old));
+        PyTuple_SET_ITEM(sums, i, sum);
+    }
+    for (pos = 0, i = 0; PyDict_Next(src, &pos, &field, &count); i++) {
+        if (PyDict_SetItem(dst, field, PyTuple_GET_ITEM(sums, i)) < 0) {
+            /* put back what was set: a field that is there is replaced or deleted in place */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            Py_ssize_t set = i;
+            for (pos = 0, i = 0; i < set && PyDict_Next(src, &pos, &field, &count); i++) {
+                PyObject *old = PyTuple_GET_ITEM(olds, i);
+                if ((old == NULL ? PyDict_DelItem(dst, field) : PyDict_SetItem(dst, field, old)) < 0) {
+                    PyErr_Clear();
+                }
+            }
+            PyErr_Restore(type, value, tb);
+            goto fail;
+        }
+    }
+    Py_DECREF(olds);
+    Py_DECREF(sums);
+    return 0;
+fail:
+    Py_XDECREF(olds);
+    Py_XDECREF(sums);
+    return -1;
+}
+
+/* One click now into the open batch (record()'s work): 0, or -1 with an exception set and the
+ * batch as it was. The caller has entered the encoder. */
 static int record_click(Encoder *self, PyObject *link, PyObject *scope, PyObject *location) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now); /* time.time()'s clock */
     long long ts_ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     int done = encode_click(self, ts_ms, link, scope, location, self->counts, NULL);
     if (done != 1) return done;
-    /* A scope C does not expect: the Python add, into a list, then onto the entry. */
-    PyObject *events = PyList_New(0);
-    if (events == NULL) return -1;
+    /* A scope C does not expect: the Python add, into a list and counts of its own; what it gives
+     * joins the open batch only whole, and only if it did not raise. */
+    PyObject *events = PyList_New(0), *counts = PyDict_New();
     PyObject *ts = PyFloat_FromDouble(((double)ts_ms + 0.5) / 1000);
-    if (ts == NULL) {
-        Py_DECREF(events);
-        return -1;
-    }
-    PyObject *call[6] = {ts, link, scope, location, self->counts, events};
+    done = -1;
+    if (events == NULL || counts == NULL || ts == NULL) goto done;
+    PyObject *call[6] = {ts, link, scope, location, counts, events};
     PyObject *answer = call_fallback(self, call, 6);
-    Py_DECREF(ts);
-    done = answer == NULL ? -1 : 0;
-    Py_XDECREF(answer);
-    /* What the Python add counted joins the entry, even if it raised after counting. */
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
+    if (answer == NULL) goto done;
+    Py_DECREF(answer);
+    Py_ssize_t n = PyList_GET_SIZE(events), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *event = PyList_GET_ITEM(events, i);
-        Py_ssize_t n = PyBytes_Check(event) ? PyBytes_GET_SIZE(event) : 0;
-        char *p = n ? entry_reserve(self, n + 1) : NULL;
-        if (p == NULL) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "add did not append bytes");
-            Py_DECREF(events);
-            return -1;
+        if (!PyBytes_CheckExact(event) || PyBytes_GET_SIZE(event) == 0 ||
+            memchr(PyBytes_AS_STRING(event), '\n', PyBytes_GET_SIZE(event)) != NULL) {
+            PyErr_SetString(PyExc_TypeError, "add did not append events of one line of bytes");
+            goto done;
         }
-        memcpy(p, PyBytes_AS_STRING(event), n);
-        p[n] = '\n';
-        self->entry_len += n + 1;
-        self->pending++;
+        total += PyBytes_GET_SIZE(event) + 1;
     }
-    Py_DECREF(events);
+    char *p = total ? entry_reserve(self, total) : NULL;
+    if (total && p == NULL) goto done;
+    if (counts_merge(self->counts, counts) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *event = PyList_GET_ITEM(events, i);
+        memcpy(p, PyBytes_AS_STRING(event), PyBytes_GET_SIZE(event));
+        p += PyBytes_GET_SIZE(event);
+        *p++ = '\n';
+    }
+    self->entry_len += total;
+    self->pending += n;
+    done = 0;
+done:
+    Py_XDECREF(ts);
+    Py_XDECREF(counts);
+    Py_XDECREF(events);
     return done;
 }
 
@@ -606,25 +730,33 @@ static PyObject *Encoder_record(Encoder *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "record() takes 3 arguments");
         return NULL;
     }
-    if (record_click(self, args[0], args[1], args[2]) < 0) return NULL;
+    if (encoder_enter(self) < 0) return NULL;
+    int done = record_click(self, args[0], args[1], args[2]);
+    encoder_leave(self);
+    if (done < 0) return NULL;
     return PyBool_FromLong(self->pending >= self->limit);
 }
 
-/* take() -> None, or (clicks, counters, entry) of the open batch, which starts again empty */
-static PyObject *Encoder_take(Encoder *self, PyObject *Py_UNUSED(ignored)) {
+/* take()'s work, the encoder entered. */
+static PyObject *take_batch(Encoder *self) {
     if (self->pending == 0) Py_RETURN_NONE;
+    /* The objects the collector tracks first (making them may run finalizers), then what reads
+     * the batch; the batch is let go only once the whole answer is made, so a failed allocation
+     * leaves it as it was (the next take() returns it). */
+    PyObject *fresh = PyDict_New(), *answer = PyTuple_New(3);
+    PyObject *counters = NULL, *entry = NULL, *number = NULL;
+    if (fresh == NULL || answer == NULL) goto fail;
     /* counters: "<field> <clicks>" lines (linkedge.events.join_counters), ASCII fields */
     Py_ssize_t size = 0, pos = 0;
     PyObject *field, *count;
     while (PyDict_Next(self->counts, &pos, &field, &count)) {
         if (!PyUnicode_IS_ASCII(field) || !PyLong_CheckExact(count)) {
             PyErr_SetString(PyExc_TypeError, "counter fields must be ASCII str, counts int");
-            return NULL;
+            goto fail;
         }
         size += PyUnicode_GET_LENGTH(field) + 1 + 21 + 1;
     }
-    PyObject *counters = PyBytes_FromStringAndSize(NULL, size);
-    if (counters == NULL) return NULL;
+    if ((counters = PyBytes_FromStringAndSize(NULL, size)) == NULL) goto fail;
     char *p = PyBytes_AS_STRING(counters);
     pos = 0;
     while (PyDict_Next(self->counts, &pos, &field, &count)) {
@@ -633,37 +765,19 @@ static PyObject *Encoder_take(Encoder *self, PyObject *Py_UNUSED(ignored)) {
         p += PyUnicode_GET_LENGTH(field);
         *p++ = ' ';
         long long n = PyLong_AsLongLong(count);
-        if (n == -1 && PyErr_Occurred()) {
-            Py_DECREF(counters);
-            return NULL;
-        }
+        if (n == -1 && PyErr_Occurred()) goto fail;
         p += put_decimal(p, n);
     }
-    if (_PyBytes_Resize(&counters, p - PyBytes_AS_STRING(counters)) < 0) return NULL;
-    /* Everything the answer needs is made before the batch is let go, so a failed allocation
-     * leaves the open batch as it was (the next take() returns it). The entry is copied without
-     * its last newline rather than shrunk in place: a failed _PyBytes_Resize frees its object. */
-    PyObject *fresh = PyDict_New();
-    if (fresh == NULL) {
-        Py_DECREF(counters);
-        return NULL;
-    }
-    Py_ssize_t clicks = self->pending, length = self->entry_len - 1;
-    PyObject *entry = PyBytes_FromStringAndSize(PyBytes_AS_STRING(self->entry), length);
-    if (entry == NULL) {
-        Py_DECREF(counters);
-        Py_DECREF(fresh);
-        return NULL;
-    }
-    PyObject *number = PyLong_FromSsize_t(clicks);
-    PyObject *answer = number == NULL ? NULL : PyTuple_Pack(3, number, counters, entry);
-    Py_XDECREF(number);
-    Py_DECREF(counters);
-    Py_DECREF(entry);
-    if (answer == NULL) {
-        Py_DECREF(fresh);
-        return NULL;
-    }
+    /* copied, not shrunk in place: a failed _PyBytes_Resize frees its object */
+    PyObject *exact = PyBytes_FromStringAndSize(PyBytes_AS_STRING(counters), p - PyBytes_AS_STRING(counters));
+    if (exact == NULL) goto fail;
+    Py_SETREF(counters, exact);
+    Py_ssize_t clicks = self->pending, length = self->entry_len - 1; /* without the last newline */
+    if ((entry = PyBytes_FromStringAndSize(PyBytes_AS_STRING(self->entry), length)) == NULL) goto fail;
+    if ((number = PyLong_FromSsize_t(clicks)) == NULL) goto fail;
+    PyTuple_SET_ITEM(answer, 0, number);
+    PyTuple_SET_ITEM(answer, 1, counters);
+    PyTuple_SET_ITEM(answer, 2, entry);
     /* the next batch starts at this one's size */
     Py_CLEAR(self->entry);
     self->entry_hint = length + length / 4;
@@ -671,33 +785,77 @@ static PyObject *Encoder_take(Encoder *self, PyObject *Py_UNUSED(ignored)) {
     self->pending = 0;
     Py_SETREF(self->counts, fresh);
     return answer;
+fail:
+    Py_XDECREF(number);
+    Py_XDECREF(entry);
+    Py_XDECREF(counters);
+    Py_XDECREF(answer);
+    Py_XDECREF(fresh);
+    return NULL;
+}
+
+/* take() -> None, or (clicks, counters, entry) of the open batch, which starts again empty */
+static PyObject *Encoder_take(Encoder *self, PyObject *Py_UNUSED(ignored)) {
+    if (encoder_enter(self) < 0) return NULL;
+    PyObject *answer = take_batch(self);
+    encoder_leave(self);
+    return answer;
 }
 
 static PyObject *Encoder_seed(Encoder *self, PyObject *args) {
     unsigned long long high, low;
     if (!PyArg_ParseTuple(args, "KK:seed", &high, &low)) return NULL;
+    if (encoder_enter(self) < 0) return NULL;
     self->high = high & MASK_26;
     self->low = low & MASK_48;
     self->counter = 0;
     self->ms = -1;
+    encoder_leave(self);
     Py_RETURN_NONE;
+}
+
+/* layout: linkedge.events.EVENT_LAYOUT, the bytes around the event's values */
+static int layout_check(Encoder *self, PyObject *layout) {
+    static const char *const compiled[] = {NULL, TS_KEY, ",", IP_KEY, ","};
+    if (PyTuple_GET_SIZE(layout) != 5) goto differs;
+    for (int i = 0; i < 5; i++) {
+        PyObject *piece = PyTuple_GET_ITEM(layout, i);
+        if (!PyBytes_CheckExact(piece)) goto differs;
+        if (i == 0) {
+            if (PyBytes_GET_SIZE(piece) >= (Py_ssize_t)sizeof self->head) goto differs;
+        } else if (!name_is(piece, compiled[i], (Py_ssize_t)strlen(compiled[i]))) {
+            goto differs;
+        }
+    }
+    PyObject *head = PyTuple_GET_ITEM(layout, 0);
+    self->head_len = PyBytes_GET_SIZE(head);
+    memcpy(self->head, PyBytes_AS_STRING(head), self->head_len);
+    return 0;
+differs:
+    PyErr_SetString(PyExc_ValueError,
+                    "layout is not the event layout edge._clickfast was built for "
+                    "(5 bytes: a head under 32 bytes, '\",\"ts\":', ',', '\"ip\":', ','): rebuild it");
+    return -1;
 }
 
 static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"fallback", "request_tail", "client_ip", "prefetch_header",
                              "prefetch_names", "link_part", "utc_day", "counter_field", "dumps",
-                             "version", "tails_kept", "tails_bytes", "tail_cuts", "tail_overhead",
+                             "layout", "tails_kept", "tails_bytes", "tail_cuts", "tail_overhead",
                              "links_kept", NULL};
     PyObject *fallback, *request_tail, *client_ip, *prefetch_header, *names, *link_part, *utc_day;
-    PyObject *counter_field, *dumps;
-    int version;
+    PyObject *counter_field, *dumps, *layout;
     Py_ssize_t tails_max, tails_bytes_max, tail_cuts[5], tail_overhead, links_max;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOO!OOOOinn(nnnnn)nn:Encoder", kwlist,
+    if (self->slots != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "an Encoder is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOO!OOOOO!nn(nnnnn)nn:Encoder", kwlist,
                                      &fallback, &request_tail, &client_ip, &prefetch_header,
                                      &PyTuple_Type, &names, &link_part, &utc_day, &counter_field,
-                                     &dumps, &version, &tails_max, &tails_bytes_max, &tail_cuts[0],
-                                     &tail_cuts[1], &tail_cuts[2], &tail_cuts[3], &tail_cuts[4],
-                                     &tail_overhead, &links_max)) {
+                                     &dumps, &PyTuple_Type, &layout, &tails_max, &tails_bytes_max,
+                                     &tail_cuts[0], &tail_cuts[1], &tail_cuts[2], &tail_cuts[3],
+                                     &tail_cuts[4], &tail_overhead, &links_max)) {
         return -1;
     }
     if (PyTuple_GET_SIZE(names) > MAX_PREFETCH_NAMES) {
@@ -725,27 +883,28 @@ static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
             return -1;
         }
     }
-    self->head_len = snprintf(self->head, sizeof self->head, "{\"v\":%d,\"id\":\"", version);
-    Py_XSETREF(self->fallback, Py_NewRef(fallback));
-    Py_XSETREF(self->request_tail, Py_NewRef(request_tail));
-    Py_XSETREF(self->client_ip, Py_NewRef(client_ip));
-    Py_XSETREF(self->prefetch_header, Py_NewRef(prefetch_header));
-    Py_XSETREF(self->link_part, Py_NewRef(link_part));
-    Py_XSETREF(self->utc_day, Py_NewRef(utc_day));
-    Py_XSETREF(self->dumps, Py_NewRef(dumps));
-    Py_XSETREF(self->counter_field, Py_NewRef(counter_field));
-    if (self->slots == NULL) {
-        self->slots = PyMem_Calloc(SLOTS, sizeof(Slot));
-        if (self->slots == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-    } else {
-        for (int i = 0; i < SLOTS; i++) slot_clear(&self->slots[i]);
+    if (layout_check(self, layout) < 0) return -1;
+    PyObject *tails = PyDict_New(), *links = PyDict_New(), *counts = PyDict_New();
+    Slot *slots = PyMem_Calloc(SLOTS, sizeof(Slot));
+    if (tails == NULL || links == NULL || counts == NULL || slots == NULL) {
+        Py_XDECREF(tails);
+        Py_XDECREF(links);
+        Py_XDECREF(counts);
+        PyMem_Free(slots);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        return -1;
     }
-    Py_XSETREF(self->tails, PyDict_New());
-    Py_XSETREF(self->links, PyDict_New());
-    if (self->tails == NULL || self->links == NULL) return -1;
+    self->fallback = Py_NewRef(fallback);
+    self->request_tail = Py_NewRef(request_tail);
+    self->client_ip = Py_NewRef(client_ip);
+    self->prefetch_header = Py_NewRef(prefetch_header);
+    self->link_part = Py_NewRef(link_part);
+    self->utc_day = Py_NewRef(utc_day);
+    self->dumps = Py_NewRef(dumps);
+    self->counter_field = Py_NewRef(counter_field);
+    self->tails = tails;
+    self->links = links;
+    self->counts = counts;
     self->tails_max = tails_max;
     self->tails_bytes = 0;
     self->tails_bytes_max = tails_bytes_max;
@@ -753,14 +912,11 @@ static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwargs) {
     self->tail_overhead = tail_overhead;
     self->links_max = links_max;
     self->second = self->ms = -1;
-    Py_CLEAR(self->day);
     self->high = self->low = self->counter = 0;
-    Py_XSETREF(self->counts, PyDict_New());
-    if (self->counts == NULL) return -1;
-    Py_CLEAR(self->entry);
     self->entry_len = self->pending = 0;
     self->entry_hint = 4096;
     self->limit = PY_SSIZE_T_MAX;
+    self->slots = slots; /* last: it says the encoder is ready */
     return 0;
 }
 
@@ -881,10 +1037,11 @@ static PyObject *s_path, *s_now, *s_wall, *s_hot;
 
 static int list_increment(PyObject *list, Py_ssize_t index) {
     if (!PyList_CheckExact(list) || index < 0 || index >= PyList_GET_SIZE(list)) return 0;
-    PyObject *next = PyNumber_Add(PyList_GET_ITEM(list, index), one);
+    PyObject *item = Py_NewRef(PyList_GET_ITEM(list, index)); /* its __add__ may change the list */
+    PyObject *next = PyNumber_Add(item, one);
+    Py_DECREF(item);
     if (next == NULL) return -1;
-    PyList_SetItem(list, index, next); /* steals next */
-    return 0;
+    return PyList_SetItem(list, index, next); /* steals next; checks the index again */
 }
 
 /* a <= b for two numbers (float or int); -1 (no exception) for anything else */
@@ -932,6 +1089,10 @@ static void click_failed(Hot *self, PyObject *link) {
  * goes wrong before the answer is decided is left to the handler (None), which does the same work
  * in Python and reports what fails there. */
 static PyObject *Hot_answer(Hot *self, PyObject *scope) {
+    if (self->entries == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Hot not initialised");
+        return NULL;
+    }
     if (!PyDict_CheckExact(scope)) Py_RETURN_NONE;
     PyObject *method = PyDict_GetItemWithError(scope, s_method);
     PyObject *path = PyDict_GetItemWithError(scope, s_path);
@@ -989,6 +1150,11 @@ static PyObject *Hot_answer(Hot *self, PyObject *scope) {
     } else if (forward != Py_False) {
         goto none_entry;
     }
+    /* GET: the prebuilt answer itself, (start, body, ...); HEAD: its start with an empty body,
+     * made before anything is counted, so that a failure here leaves nothing counted. */
+    result = head ? PyTuple_Pack(2, PyTuple_GET_ITEM(response, 0), self->empty_body)
+                  : Py_NewRef(response);
+    if (result == NULL) goto none_entry;
     /* The answer is ours from here on: everything below happens for every served redirect, and a
      * failure of the counting (MemoryError at worst) is not allowed to fail the redirect. */
     PyObject *moved = PyObject_CallOneArg(self->move_to_end, code);
@@ -996,8 +1162,14 @@ static PyObject *Hot_answer(Hot *self, PyObject *scope) {
     if (moved == NULL || list_increment(self->tiers, self->local) < 0) PyErr_Clear();
     PyObject *location = PyTuple_GET_ITEM(response, 2);
     if (location != Py_None) {
-        if (record_click(self->encoder, link, scope, location) < 0) click_failed(self, link);
-        if (self->encoder->pending >= self->encoder->limit) {
+        Encoder *encoder = self->encoder;
+        int recorded = encoder_enter(encoder);
+        if (recorded == 0) {
+            recorded = record_click(encoder, link, scope, location);
+            encoder_leave(encoder);
+        }
+        if (recorded < 0) click_failed(self, link);
+        if (encoder->pending >= encoder->limit) {
             PyObject *done = PyObject_CallNoArgs(self->batch_full);
             if (done == NULL) PyErr_Clear(); /* it promises not to raise */
             Py_XDECREF(done);
@@ -1006,13 +1178,10 @@ static PyObject *Hot_answer(Hot *self, PyObject *scope) {
     PyObject *slot = PyTuple_GET_ITEM(response, 3);
     Py_ssize_t index = PyLong_Check(slot) ? PyLong_AsSsize_t(slot) : -1;
     if (PyErr_Occurred() || list_increment(self->served, index) < 0) PyErr_Clear();
-    /* GET: the prebuilt answer itself, (start, body, ...); HEAD: its start with an empty body. */
-    result = head ? PyTuple_Pack(2, PyTuple_GET_ITEM(response, 0), self->empty_body)
-                  : Py_NewRef(response);
     goto done_entry;
 none_entry:
     PyErr_Clear();
-    result = Py_NewRef(Py_None);
+    Py_XSETREF(result, Py_NewRef(Py_None));
 done_entry:
     Py_XDECREF(hot);
     Py_DECREF(entry);
@@ -1030,6 +1199,10 @@ static int Hot_init(Hot *self, PyObject *args, PyObject *kwargs) {
     PyObject *entries, *clock, *tiers, *served, *reserved, *encoder, *batch_full, *add_failed;
     PyObject *empty_body;
     Py_ssize_t local;
+    if (self->entries != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Hot is initialised once");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$O!OO!nO!O!O!OOO:Hot", kwlist, &PyDict_Type,
                                      &entries, &clock, &PyList_Type, &tiers, &local, &PyList_Type,
                                      &served, &PyFrozenSet_Type, &reserved, &EncoderType, &encoder,
@@ -1038,17 +1211,17 @@ static int Hot_init(Hot *self, PyObject *args, PyObject *kwargs) {
     }
     PyObject *move_to_end = PyObject_GetAttrString(entries, "move_to_end");
     if (move_to_end == NULL) return -1;
-    Py_XSETREF(self->move_to_end, move_to_end);
-    Py_XSETREF(self->entries, Py_NewRef(entries));
-    Py_XSETREF(self->clock, Py_NewRef(clock));
-    Py_XSETREF(self->tiers, Py_NewRef(tiers));
-    Py_XSETREF(self->served, Py_NewRef(served));
-    Py_XSETREF(self->reserved, Py_NewRef(reserved));
-    Py_XSETREF(self->encoder, (Encoder *)Py_NewRef(encoder));
-    Py_XSETREF(self->batch_full, Py_NewRef(batch_full));
-    Py_XSETREF(self->add_failed, Py_NewRef(add_failed));
-    Py_XSETREF(self->empty_body, Py_NewRef(empty_body));
+    self->move_to_end = move_to_end;
+    self->clock = Py_NewRef(clock);
+    self->tiers = Py_NewRef(tiers);
+    self->served = Py_NewRef(served);
+    self->reserved = Py_NewRef(reserved);
+    self->encoder = (Encoder *)Py_NewRef(encoder);
+    self->batch_full = Py_NewRef(batch_full);
+    self->add_failed = Py_NewRef(add_failed);
+    self->empty_body = Py_NewRef(empty_body);
     self->local = local;
+    self->entries = Py_NewRef(entries); /* last: it says the Hot is ready */
     return 0;
 }
 

@@ -20,7 +20,7 @@ class Encoder:
         utc_day: Callable[[int], str],
         counter_field: Callable[[int, str, bool], str],
         dumps: Callable[[Any], bytes],
-        version: int,
+        layout: tuple[bytes, bytes, bytes, bytes, bytes],
         tails_kept: int,
         tails_bytes: int,
         tail_cuts: tuple[int, int, int, int, int],

@@ -33,7 +33,7 @@ from edge.clickinfo import FIELD_MAX, REFERER_MAX, Network, client_ip, request_t
 from edge.records import LinkRecord
 from linkedge import bots
 from linkedge.events import (
-    VERSION,
+    EVENT_LAYOUT,
     EventEncoder,
     counter_field,
     join_counters,
@@ -261,7 +261,7 @@ def new_encoder(trusted: tuple[Network, ...], kind: str = "auto") -> Encoder:
         utc_day=utc_day,
         counter_field=counter_field,
         dumps=orjson.dumps,
-        version=VERSION,
+        layout=EVENT_LAYOUT,
         tails_kept=TAILS_CACHED,
         tails_bytes=TAILS_BYTES,
         tail_cuts=TAIL_CUTS,

@@ -67,7 +67,7 @@ def pair(
         utc_day=events.utc_day,
         counter_field=events.counter_field,
         dumps=orjson.dumps,
-        version=events.VERSION,
+        layout=events.EVENT_LAYOUT,
         tails_kept=tails_kept,
         tails_bytes=tails_bytes,
         tail_cuts=clickencoder.TAIL_CUTS,
@@ -134,7 +134,7 @@ def run_both(
 def test_c_and_python_encoders_agree_byte_for_byte() -> None:
     rng = random.Random(11)
     start = 1_767_225_599.0  # 2025-12-31T23:59:59Z: the clicks cross a day and many seconds
-    clicks = []
+    clicks: list[tuple[float, LinkRecord, dict[str, Any], str]] = []
     while len(clicks) < 3000:
         link = rng.choice(LINKS)
         ts = start + len(clicks) * rng.choice([0.0, 0.0004, 0.0011, 0.3])
@@ -282,7 +282,7 @@ def test_record_and_take_give_what_add_gives(kind: str) -> None:
     clicks = [(rng.choice(LINKS), random_scope(rng), rng.choice(["https://t/", "https://t/?a=1"]))
               for _ in range(1500)]  # fmt: skip
     clicks[7] = (LINKS[0], {"headers": [("user-agent", "str names")], "client": None}, "https://t/")
-    encoder = pair()[0 if kind == "c" else 1]
+    encoder: Any = pair()[0 if kind == "c" else 1]
     encoder.limit = 1000
     full = [encoder.record(*click) for click in clicks[:1000]]
     assert full == [False] * 999 + [True] and encoder.pending == 1000

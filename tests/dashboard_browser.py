@@ -66,7 +66,9 @@ class Watched:
     """A page and everything it reported that a clean page never does."""
 
     page: Any
+    origin: str = ""  # when set, a request anywhere else is a problem
     dialogs: list[str] = dataclasses.field(default_factory=list)
+    elsewhere: list[str] = dataclasses.field(default_factory=list)
     page_errors: list[str] = dataclasses.field(default_factory=list)
     console_errors: list[str] = dataclasses.field(default_factory=list)
     allowed: list[re.Pattern[str]] = dataclasses.field(default_factory=list)
@@ -81,11 +83,19 @@ class Watched:
             [f"dialog: {d}" for d in self.dialogs]
             + [f"page error: {e}" for e in self.page_errors]
             + [f"console error: {c}" for c in console]
+            + [f"request to another origin: {url}" for url in self.elsewhere]
         )
 
 
-def watch(page: Any) -> Watched:
-    watched = Watched(page)
+def watch(page: Any, origin: str = "") -> Watched:
+    watched = Watched(page, origin)
+
+    def on_request(request: Any) -> None:
+        url: str = request.url
+        if origin and not url.startswith((f"{origin}/", "data:")):
+            watched.elsewhere.append(url)
+
+    page.on("request", on_request)
 
     def on_dialog(dialog: Any) -> None:
         watched.dialogs.append(f"{dialog.type}: {dialog.message}")

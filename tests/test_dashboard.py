@@ -301,7 +301,7 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
     )
     tab = context.new_page()
     tab.set_default_timeout(15_000)
-    watched = watch(tab)
+    watched = watch(tab, stack.url)
     tab.watched = watched
     yield tab
     context.close()
@@ -515,7 +515,7 @@ def test_screenshots_at_desktop_and_phone_widths_light_and_dark(
             color_scheme=scheme,
         )
         tab = context.new_page()
-        watched = watch(tab)
+        watched = watch(tab, stack.url)
         name = f"{width}" + ("-dark" if scheme == "dark" else "")
         try:
             sign_in(tab, stack, data.key)
@@ -599,7 +599,7 @@ def test_a_rate_limited_key_is_told_to_wait(browser: Any, start_edge: Any, store
     key = new_key(stores)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     tab = context.new_page()
-    watched = watch(tab)
+    watched = watch(tab, edge.url)
     watched.allow(r"status of 429")
     try:
         tab.goto(f"{edge.url}/dashboard/")

@@ -580,6 +580,11 @@ def test_range_timezone_and_custom_dates_are_in_the_fragment_and_the_queries(
         " && !e.getAttribute('aria-label') && !e.textContent.trim()).map(e => e.outerHTML)"
     )
     assert unlabelled == []
+    # A zone the browser does not list (a shared view's) is still the one shown and queried.
+    page.evaluate("location.hash = 'tz=Etc%2FGMT%2B5'")
+    page.wait_for_function("() => document.querySelector('#tz').value === 'Etc/GMT+5'")
+    settled(page)
+    assert not page.locator("#overview-error").is_visible()
 
 
 def test_numbers_follow_the_browser_locale(browser: Any, stack: Stack) -> None:

@@ -71,7 +71,11 @@ function renderControls() {
   $("#custom-range").hidden = state.range !== "custom";
   $("#from").value = state.from;
   $("#to").value = state.to;
-  $("#tz").value = state.tz;
+  const tz = $("#tz");
+  if (![...tz.options].some((option) => option.value === state.tz)) {
+    tz.append(h("option", { value: state.tz, text: state.tz })); // a zone from a shared link
+  }
+  tz.value = state.tz;
   fill($("#chips"), state.filters.map((f, i) => {
     const label = `${DIMENSION_TITLES[f.dimension] || f.dimension}: ${valueLabel(f.dimension, f.value)}`;
     return h("li", { className: "chip" },

@@ -553,7 +553,7 @@ def test_range_timezone_and_custom_dates_are_in_the_fragment_and_the_queries(
                   "date_range": "24h", "timezone": "America/New_York"},
         ).json()  # fmt: skip
     bars = page.locator("#chart svg g.bucket")
-    assert bars.count() == len(answer["results"])
+    assert abs(bars.count() - len(answer["results"])) <= 1  # an hour may turn in between
     assert (
         page.locator("#chart svg")
         .get_attribute("aria-label")

@@ -55,6 +55,11 @@ class Batch:
     entry: bytes
     clicks: int
 
+    @property
+    def size(self) -> int:
+        """Bytes the batch holds in memory: its counters and its entry (the memory bound's unit)."""
+        return len(self.counters) + len(self.entry)
+
     @classmethod
     def of(cls, flush_id: str, shard: int, counts: dict[str, int], events: list[bytes]) -> Batch:
         """The batch of ``events`` counted in ``counts``."""
@@ -62,7 +67,9 @@ class Batch:
 
     def counts(self) -> dict[str, int]:
         """``counters`` as a dict (a batch never names a field twice)."""
-        return {field.decode(): int(n) for field, n in counter_items([(FLUSH_FIELD, self.counters)])}
+        return {
+            field.decode(): int(n) for field, n in counter_items([(FLUSH_FIELD, self.counters)])
+        }
 
     def to_line(self) -> bytes:
         body = orjson.dumps(

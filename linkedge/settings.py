@@ -123,6 +123,7 @@ class Settings:
     click_flush_max_events: int = 1000
     click_shards: int = 8
     click_memory_limit: int = 200_000  # events kept in memory while Redis is down; then spooled
+    click_memory_limit_bytes: int = 64 * 1024 * 1024  # ... and their bytes (counters and entries)
     click_spool_dir: str = ".linkedge/spool"
     click_spool_max_bytes: int = 512 * 1024 * 1024
     click_encoder: str = "auto"  # auto: the C encoder when built; c: it or fail; python

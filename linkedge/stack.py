@@ -257,6 +257,7 @@ class Stack:
 linkedge is up (Ctrl-C stops everything)
   edge       {edge_url}   ({self.settings.workers} worker(s))
   API key    {key}   (account {DEMO_ACCOUNT!r})
+  dashboard  {edge_url}/dashboard/   (sign in with the API key above)
   demo link  {edge_url}/{DEMO_CODE} -> {DEMO_TARGET}
   analytics  {env["ANALYTICS_URL"]}
   stores     {_redact(env["REDIS_URL"])}  {_redact(env["DATABASE_URL"])}  {_redact(env["CLICKHOUSE_URL"])}

@@ -194,6 +194,9 @@ def test_up_runs_the_stack_and_sigterm_stops_every_process(home: Path, start_up:
 
     # The printed key is the one in run.env, and a link created with it redirects.
     assert env["LINKEDGE_API_KEY"] in up.process.output()
+    dashboard = f"{env['LINKEDGE_URL']}/dashboard/"  # printed next to the key, and served
+    assert f"dashboard  {dashboard}" in up.process.output()
+    assert httpx.get(dashboard, timeout=10).status_code == 200
     with httpx.Client(base_url=env["LINKEDGE_URL"], timeout=10, follow_redirects=False) as edge:
         demo = edge.get(f"/{DEMO_CODE}")
         assert demo.status_code == 302 and demo.headers["location"] == DEMO_TARGET

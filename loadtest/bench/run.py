@@ -12,7 +12,9 @@ Everything runs on this machine, on loopback, in a temp dir removed at the end:
   first, so every child it starts inherits core 0; servers are started under ``taskset -c 1``).
   The aggregator is paused (SIGSTOP) while wrk loads an edge and resumed (SIGCONT) for the count
   check, so its work and Postgres's do not take wrk's core: its own cost is the "aggregator flush"
-  row. One more hot-path row keeps it running, for comparison.
+  row. One more hot-path row keeps it running, for comparison;
+- the "random-code flood" rows (``flood.py``): what wrk on random codes costs Postgres, with the
+  cold-lookup budget and without, and the hot links' rate beside the flood.
 
 Every run of nginx or an edge scenario is paired with a run of the Granian reference right before
 it; the table shows medians over ``BENCH_ROUNDS`` rounds of ``BENCH_SECONDS`` each (the ratio
@@ -53,7 +55,8 @@ import httpx
 
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis
 from linkedge.migrate import migrate_postgres
-from loadtest.bench import observe, pipeline, pyspy, seed, stack, workload, wrk
+from linkedge.settings import Settings
+from loadtest.bench import flood, observe, pipeline, pyspy, seed, stack, workload, wrk
 from loadtest.bench.report import CountCheck, Row, Series, format_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -411,6 +414,7 @@ class Bench:
                 )
             self.measure_api(api, edges["hot"])
 
+        flood_rows = self.flood_rows() if edges else []
         profile = ""
         if edges and config.profile_seconds > 0:
             profile = "".join(
@@ -431,6 +435,7 @@ class Bench:
         ]
         missing = "edge not available yet (edge.redirect / linkedge.serve)"
         rows += [series.row(note="" if edge_ready else missing) for series in (hot, miss, cold)]
+        rows += flood_rows
         if hot_agg.runs:
             rows.insert(3, hot_agg.row(note="the aggregator and Postgres at work on wrk's core"))
         rows.append(
@@ -450,6 +455,23 @@ class Bench:
         table = format_table(rows)
         self.write_results(table, profile)
         return table
+
+    def flood_rows(self) -> list[Row]:
+        """The "random-code flood" rows (``loadtest/bench/flood.py``): the default budget, then off."""
+        rows = []
+        default = f"{Settings().cold_lookups_per_second}/s per worker (the default)"
+        for figure, budget, extra in (
+            ("random-code flood", default, {}),
+            ("random-code flood, budget off", "off", {"COLD_LOOKUPS_PER_SECOND": flood.BUDGET_OFF}),
+        ):
+            name = "flood-off" if extra else "flood"
+            server = self.track(stack.start_edge(name, self.tmp, self.server_cpu, self.env(**HOT_CACHE, **extra)))
+            assert server is not None
+            result = flood.measure(self, server)
+            server.proc.stop()
+            rows.append(flood.row(figure, budget, result))
+            self.details.append(f"{figure}: {rows[-1].result}; {rows[-1].note}")
+        return rows
 
     def rss_row(self) -> Row:
         figure = f"edge worker RSS, {self.config.links // 1000}k links cached"

@@ -1,4 +1,5 @@
-"""The analytics port: ``/internal/*`` only with the shared token, the probes open to all."""
+"""The analytics port: ``/internal/*`` only with the shared token, the probes open to all; and the
+server every port of the aggregator and analytics runs on (``linkedge.httpserve``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import ANALYTICS_TOKEN
+from conftest import ANALYTICS_TOKEN, run
+from starlette.requests import Request
+from starlette.responses import Response
 from test_analytics import Analytics, start_analytics  # noqa: F401 - fixture used by name
+
+from linkedge.httpserve import HttpServer, probe_app, problem
 
 DATA_ROUTES = [
     ("/internal/daily-counts", {"since": "2020-01-01"}),
@@ -52,3 +57,34 @@ def test_an_empty_token_refuses_every_data_request(
     for path, params in DATA_ROUTES:
         _assert_refused(_get(analytics, path, params, Authorization=presented))
     assert _get(analytics, "/healthz", {}).status_code == 200
+
+
+def test_http_server_reports_a_free_port_refuses_a_taken_one_and_frees_it() -> None:
+    """``linkedge.httpserve``: port 0 binds a free port; a taken port is an OSError at start."""
+
+    async def go() -> tuple[int, int, str, int]:
+        async def ready(request: Request) -> Response:
+            return problem(503, "not yet")
+
+        first = HttpServer(probe_app(ready), "127.0.0.1", 0)
+        port = await first.start()
+        try:
+            with pytest.raises(OSError):
+                await HttpServer(probe_app(ready), "127.0.0.1", port).start()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                head = await client.head("/healthz")
+                missing = await client.get("/nope")
+                readyz = await client.get("/readyz")
+        finally:
+            await first.close()
+        again = HttpServer(probe_app(ready), "127.0.0.1", port)
+        assert await again.start() == port  # closed: the port is free again
+        await again.close()
+        return (
+            head.status_code,
+            missing.status_code,
+            missing.headers["content-type"],
+            readyz.status_code,
+        )
+
+    assert run(go()) == (200, 404, "application/problem+json", 503)

@@ -173,6 +173,56 @@ def test_memory_bound_in_bytes_holds_for_large_clicks_during_an_outage(
     assert total_dropped() == dropped
 
 
+def test_the_batch_being_sent_is_never_spooled(click_settings: Settings, db9_url: str) -> None:
+    """While a send waits on Redis (writes paused), batches past the memory bound are spooled,
+    oldest first, but never the one being sent: it stays counted in memory, lands once when Redis
+    answers, the spooled ones are replayed, and the counts are exact."""
+    settings = click_settings.replace(
+        click_flush_interval_ms=60_000, click_flush_max_events=5, click_memory_limit=10
+    )
+    link = link_record()
+    spooled = metric("linkedge_clicks_spooled_total")
+
+    async def go() -> tuple[int, int, int, list[Click], collections.Counter[Any]]:
+        client, admin = client_for(db9_url), client_for(db9_url)
+        await client.flushdb()
+        rec = ClickRecorder(settings, client)  # not started: this test drives the flush steps
+        for _ in range(5):  # the fifth fills the batch: sealed and held
+            rec.record(link, make_scope(), "https://example.com/first")
+        await admin.client_pause(600, all=False)  # writes (the flush script) wait
+        sending = asyncio.create_task(rec.backlog.send(rec.sender))
+        await asyncio.sleep(0.1)
+        in_flight = (len(rec.backlog), rec.backlog.events)
+        assert in_flight == (0, 5)  # out of the queue, still counted
+        for _ in range(15):  # three more batches: 20 clicks against a bound of 10
+            rec.record(link, make_scope(), "https://example.com/later")
+        held, spooled_meanwhile = rec.backlog.events, len(rec.backlog)
+        assert await sending  # the batch in flight, then the one still held
+        while await rec.backlog.replay(rec.sender):
+            pass
+        result = (
+            held,
+            spooled_meanwhile,
+            int(metric("linkedge_clicks_spooled_total") - spooled),
+            await stream_clicks(client),
+            await counters(client),
+        )
+        await rec.close()
+        await client.aclose()
+        await admin.aclose()
+        return result
+
+    held, left_in_queue, spooled_clicks, clicks, counts = asyncio.run(go())
+    assert held == 10 and left_in_queue == 1  # 5 in flight, 5 held, the 10 between spooled
+    assert spooled_clicks == 10
+    assert len(clicks) == 20 and len({c.id for c in clicks}) == 20
+    assert collections.Counter(c.target for c in clicks) == {
+        "https://example.com/first": 5,
+        "https://example.com/later": 15,
+    }
+    assert sum(counts.values()) == 20
+
+
 def test_drops_counted_and_logged_once_when_memory_and_spool_are_full(
     click_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

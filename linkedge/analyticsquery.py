@@ -49,7 +49,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 MAX_OFFSET = 1_000_000
 MAX_MINUTE_SPAN = timedelta(days=7)
-MAX_BUCKETS = 10_000  # of a time series over a given range
+MAX_BUCKETS = 7 * 24 * 60  # of a time series (7 days of minutes), all answered by default
 ALL_TIME_START = datetime(1970, 1, 1, tzinfo=UTC)
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -298,7 +298,12 @@ def parse(body: object, now: datetime | None = None) -> Query:
     dimensions = values.get("dimensions") or []
     series = len(dimensions) == 1 and dimensions[0].startswith("time:")
     for name, low, high, default in (
-        ("limit", 1, MAX_LIMIT, MAX_LIMIT if series else DEFAULT_LIMIT),
+        (
+            "limit",
+            1,
+            MAX_BUCKETS if series else MAX_LIMIT,
+            MAX_BUCKETS if series else DEFAULT_LIMIT,
+        ),
         ("offset", 0, MAX_OFFSET, 0),
     ):
         try:
@@ -332,5 +337,5 @@ def _check_span(
         message = "a time:minute breakdown covers at most 7 days; use time:hour or a shorter range"
         errors.append({"field": "date_range", "message": message})
     elif grain is not None and not all_time and _buckets(grain, start, end) > MAX_BUCKETS + 2:
-        message = f"more than {MAX_BUCKETS} time:{grain} buckets; use a coarser time dimension"
+        message = f"more than {MAX_BUCKETS:,} time:{grain} buckets; use a coarser time dimension"
         errors.append({"field": "date_range", "message": message})

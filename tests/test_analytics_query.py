@@ -317,6 +317,9 @@ def test_time_series_fill_empty_buckets_and_sum_to_the_total(world: World) -> No
         {"metrics": ["clicks"], "dimensions": ["time:minute"], "date_range": "24h"}
     )
     assert len(minutes["results"]) == 24 * 60 and minutes["meta"]["source"] == "clicks"
+    week = world.query({"metrics": ["clicks"], "dimensions": ["time:minute"], "date_range": "7d"})
+    assert len(week["results"]) == 7 * 24 * 60  # the longest series, whole by default
+    assert sum(r["metrics"][0] for r in week["results"]) == 16
     assert sum(r["metrics"][0] for r in minutes["results"]) == 16
 
     top = world.query({"metrics": ["clicks"], "dimensions": ["time:hour"], "date_range": "24h",

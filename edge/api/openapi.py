@@ -277,7 +277,7 @@ SCHEMAS["AnalyticsQuery"] = {
             "minimum": 1,
             "maximum": analyticsquery.MAX_LIMIT,
             "default": analyticsquery.DEFAULT_LIMIT,
-            "description": "default 100; a time series alone: the whole series",
+            "description": "default 100; a time series alone: the whole series (at most 10,080)",
         },
         "offset": {"type": "integer", "minimum": 0, "maximum": analyticsquery.MAX_OFFSET},
     },

@@ -1,8 +1,8 @@
 """The analytics HTTP port: /metrics, /healthz, /readyz and the fixed read queries.
 
 A Starlette app served in-process (``linkedge.httpserve``): it must run in the same process as an
-embedded ClickHouse engine. There is no SQL passthrough: every route runs one fixed,
-parameterised query.
+embedded ClickHouse engine. There is no SQL passthrough: every query is fixed text (the analytics
+query's from the fixed maps of ``linkedge.analyticssql``) with bound parameters.
 
 - ``GET /internal/daily-counts?since=YYYY-MM-DD``: per link per UTC day, distinct clicks and human
   clicks (what ``linkedge reconcile`` compares with Postgres).
@@ -16,7 +16,8 @@ parameterised query.
 Every ``/internal/*`` route requires ``Authorization: Bearer ANALYTICS_TOKEN`` (401 otherwise, and
 always when the token is empty); ``/metrics``, ``/healthz`` and ``/readyz`` are open.
 
-Bad input answers a 400 problem document, a failing ClickHouse a 503 one, never a 500.
+Bad input answers a 400 problem document (a refused analytics query a 422 one listing the fields),
+a failing ClickHouse a 503 one, never a 500.
 """
 
 from __future__ import annotations

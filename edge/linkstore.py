@@ -63,6 +63,7 @@ MISS_MARKER = b"-"  # Redis value: Postgres has no such code (kept MISS_TTL)
 INVALIDATED_MARKER = b"!"  # Redis value: edited just now; read Postgres, write nothing back
 INVALIDATED_TTL_MS = 10_000  # longer than any Postgres read that could race an edit
 UNMARKED_KEPT = 100_000  # edited codes whose Redis marker is still to be written, at most
+ANY_VERSION = 1 << 62  # newer than every record: a marker written with it replaces any
 REDIS_RETRY_S = 1.0  # after a Redis error, lookups skip Redis this long
 MGET_MAX_KEYS = 512
 MGETS_IN_FLIGHT = 2  # per worker; more requests wait for one of them and share the next
@@ -378,7 +379,7 @@ class LinkStore(Generic[V]):
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for code in codes:  # not over the edit's own record, which the API wrote
-                    version = self.edits.version(code)
+                    version = self.edits.version(code) or ANY_VERSION  # forgotten: over any
                     args = (INVALIDATED_MARKER, version, INVALIDATED_TTL_MS, 1)
                     pipe.eval(STORE_NEWER, 1, keys.link(code), *args)
                 await pipe.execute()

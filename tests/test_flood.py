@@ -31,7 +31,7 @@ from edge.linkstore import INVALIDATED_MARKER, MISS_MARKER
 from edge.records import LinkRecord
 from edge.resources import Resources
 from linkedge import keys
-from linkedge.settings import Settings
+from linkedge.settings import Secret, Settings
 from tests.conftest import Account, Edge
 
 API = "/api/v1"
@@ -186,10 +186,42 @@ def test_the_api_writes_created_and_edited_records_into_redis(
             assert redis_client.get(keys.link(code)) == INVALIDATED_MARKER
             await links._write_back(keys.link(code), edited, replace=True)
             assert redis_client.get(keys.link(code)) == INVALIDATED_MARKER
+            # An edit whose version the worker has forgotten marks over any record.
+            redis_client.set(keys.link(bulk_code), created.to_json())
+            await links._mark([bulk_code])
+            assert redis_client.get(keys.link(bulk_code)) == INVALIDATED_MARKER
         finally:
             await resources.close()
 
     asyncio.run(races())
+
+
+def test_records_and_markers_on_a_redis_cluster(cluster_url: str, settings: Settings) -> None:
+    """The version-checked writes run in cluster pipelines too (keys on many slots)."""
+    records = [
+        LinkRecord(id=i, account_id=1, code=f"cl{i}x", url="https://example.com/", version=10)
+        for i in range(5)
+    ]
+    node = redis.Redis.from_url(cluster_url)
+
+    async def go() -> None:
+        resources = await Resources.open(settings.replace(redis_url=Secret(cluster_url)))
+        links = resources.links
+        try:
+            await links.invalidate_many([r.code for r in records], records)
+            assert [node.get(keys.link(r.code)) for r in records] == [r.to_json() for r in records]
+            links.edits.note("cl0x", 10)
+            links.edits.note("cl1x", 11)
+            await links._mark(["cl0x", "cl1x"])
+            assert node.get(keys.link("cl0x")) == records[0].to_json()
+            assert node.get(keys.link("cl1x")) == INVALIDATED_MARKER
+        finally:
+            await resources.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        node.close()
 
 
 # ---- against a real edge ---------------------------------------------------------------------

@@ -32,10 +32,12 @@ from edge.records import LinkRecord
 from edge.resources import Resources
 from linkedge import keys
 from linkedge.settings import Secret, Settings
+from loadtest.bench import flood
+from loadtest.bench.wrk import WrkResult
 from tests.conftest import Account, Edge
 
 API = "/api/v1"
-FLOOD_BUDGET = 5  # per worker and second: low, so that even a slow machine's flood overwhelms it
+FLOOD_BUDGET = 2  # per worker and second: low, so that even a slow machine's flood overwhelms it
 
 
 def random_code() -> str:
@@ -327,3 +329,22 @@ def test_a_flood_of_random_codes_stays_within_the_budget(
         for _ in range(20):
             with edge.client() as fresh:
                 assert fresh.get(f"/{unknown}").headers["location"] == "https://example.com/later"
+
+
+def test_the_bench_row_reports_queries_and_the_hot_links_beside_the_flood() -> None:
+    def result(requests: int, errors: int, p99: float) -> WrkResult:
+        return WrkResult(requests, 10.0, errors, 0, 1.0, p99)
+
+    measured = flood.Flood(
+        flood=result(30_000, 30_000, 9.0),
+        hot=result(16_500, 0, 65.0),
+        hot_alone=result(33_670, 0, 5.0),
+        queries=240,
+        lookups={"postgres": 0.0, "none": 1_100.0, "redis": 5.0},
+        refused=28_900.0,
+    )
+    row = flood.row("random-code flood", "100/s", measured)
+    assert row.result == "24 Postgres queries/s" and row.p99_ms == 65.0
+    assert "looked up in Postgres 110/s, refused 2,890/s" in row.note
+    assert "flood 3,000 req/s (0 not 404)" in row.note
+    assert "hot links 1,650 redirects/s beside it (3,367 alone, 0 non-3xx)" in row.note

@@ -32,6 +32,7 @@ SOURCE = ROOT / "edge" / "_clickfast.c"
 TESTS = [
     "tests/test_clickencoder.py",
     "tests/test_clickfast_safety.py",
+    "tests/test_event_spec.py",
     "tests/test_hotpath.py",
 ]
 FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]

@@ -200,7 +200,8 @@ class LinkStore(Generic[V]):
         return value
 
     async def fetch(self, code: str) -> V | None:
-        """Ask Redis, then Postgres; concurrent calls for one code share one fetch."""
+        """Ask Redis, then Postgres (``None``, cached nowhere, when that would take a token of a
+        spent cold-lookup budget); concurrent calls for one code share one fetch."""
         pending = self._inflight.get(code)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch_and_cache(code))
@@ -210,7 +211,8 @@ class LinkStore(Generic[V]):
         return await asyncio.shield(pending)
 
     async def lookup(self, code: str) -> LinkRecord | None:
-        """The link of ``code`` (disabled ones included), ``None`` when there is none."""
+        """The link of ``code`` (disabled ones included), ``None`` when there is none (or the
+        cold-lookup budget is spent, as in ``fetch``)."""
         value = self.cached(code)
         if value is MISSING:
             value = await self.fetch(code)

@@ -58,7 +58,12 @@ def _edge_app() -> Any:
 
     from edge.app import RESERVED, EdgeApp
     from edge.cache import Clock
-    from edge.clicks import ClickRecorder, settle_gc
+    from edge.clicks import ClickRecorder
+
+    try:
+        from edge.resources import settle_gc
+    except ImportError:  # trees from before the recorder was split by idea
+        from edge.clicks import settle_gc  # type: ignore[attr-defined,no-redef]
     from edge.linkstore import LinkStore
     from edge.records import LinkRecord
     from edge.redirect import RedirectHandler, Target

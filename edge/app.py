@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge.api import build_api
 from edge.clickencoder import kind_of
 from edge.metrics import BUILD_INFO
-from edge.redirect import RedirectHandler, no_answer
+from edge.redirect import Answer, RedirectHandler, no_answer
 from edge.resources import Resources
 from linkedge import __version__
 from linkedge.settings import Settings
@@ -42,13 +42,23 @@ RESERVED = frozenset(
 )
 
 
+async def starting(scope: Scope, receive: Receive, send: Send) -> None:
+    """What answers a request that comes before the lifespan has built the app: a 503."""
+    await send({"type": "http.response.start", "status": 503, "headers": [(b"retry-after", b"1")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
 class EdgeApp:
+    """The composition root: the lifespan builds the worker's resources, then the redirect
+    handler, its C hot path and the API app from them, each given what it needs (typed by
+    ``edge.redirect.RedirectDeps`` and ``edge.api.deps.ApiResources``)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.resources: Resources | None = None
-        self.redirect: Any = None
-        self.api: Any = None
-        self.answer: Any = no_answer
+        self.redirect: ASGIApp = starting
+        self.api: ASGIApp = starting
+        self.answer: Callable[[Scope], Answer | None] = no_answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -74,8 +84,9 @@ class EdgeApp:
             if message["type"] == "lifespan.startup":
                 try:
                     self.resources = await Resources.open(self.settings)
-                    self.redirect = RedirectHandler(self.resources)
-                    self.answer = self.redirect.hot_path(RESERVED)
+                    redirect = RedirectHandler(self.resources)
+                    self.answer = redirect.hot_path(RESERVED)
+                    self.redirect = redirect
                     self.api = build_api(self.resources, reserved=RESERVED)
                     announce(self.resources, hot="python" if self.answer is no_answer else "c")
                 except Exception as exc:  # report to the server, which exits

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote_plus
 
 import orjson
@@ -53,7 +53,9 @@ if TYPE_CHECKING:
 
     from starlette.types import Receive, Scope, Send
 
-    from edge.resources import Resources
+    from edge.cache import Clock
+    from edge.clicks import Recorder
+    from edge.linkstore import LinkStore
 
 log = logging.getLogger("linkedge.edge.redirect")
 
@@ -239,10 +241,26 @@ class HotCounters:
                 child.inc(count)
 
 
+class RedirectDeps(Protocol):
+    """What the redirect handler needs of the worker's resources (``edge.resources.Resources``
+    has it; tests hand in their own)."""
+
+    @property
+    def links(self) -> LinkStore[Target]: ...
+
+    @property
+    def clicks(self) -> Recorder: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def every_second(self, callback: Callable[[], None]) -> None: ...
+
+
 class RedirectHandler:
     """The ASGI callable ``edge.app`` sends every ``/{one segment}`` request to."""
 
-    def __init__(self, resources: Resources) -> None:
+    def __init__(self, resources: RedirectDeps) -> None:
         self.links = resources.links
         self.clicks = resources.clicks
         self.sync = self.clicks.sync

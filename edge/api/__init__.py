@@ -7,8 +7,6 @@ body cap, then the problem+json exception handlers.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,6 +20,7 @@ from edge.api import openapi, problems
 from edge.api.analytics import AnalyticsRoutes
 from edge.api.auth import AuthMiddleware
 from edge.api.dashboard import dashboard_routes
+from edge.api.deps import ApiResources
 from edge.api.gcra import Limiter
 from edge.api.health import HealthRoutes
 from edge.api.links import LinkRoutes
@@ -33,7 +32,7 @@ API_PREFIX = "/api/v1"
 PUBLIC_PATHS = frozenset({"/openapi.json"})
 
 
-def api_routes(resources: Any, reserved: frozenset[str]) -> list[Route]:
+def api_routes(resources: ApiResources, reserved: frozenset[str]) -> list[Route]:
     """The routes of the ``/api/v1`` mount (relative paths)."""
     document = orjson.dumps(openapi.spec(API_PREFIX))
 
@@ -47,7 +46,7 @@ def api_routes(resources: Any, reserved: frozenset[str]) -> list[Route]:
     ]
 
 
-def build_api(resources: Any, reserved: frozenset[str]) -> Starlette:
+def build_api(resources: ApiResources, reserved: frozenset[str]) -> Starlette:
     """The app ``edge.app`` sends every path that is not a short code to."""
     settings = resources.settings
     routes = api_routes(resources, reserved)

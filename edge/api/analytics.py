@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from edge.api import queries, validation
 from edge.api.auth import require
+from edge.api.deps import ApiResources
 from edge.api.inputs import json_body
 from edge.api.problems import Problem, invalid
 from linkedge import analyticsquery, analyticssql
@@ -186,7 +187,7 @@ def _wants_csv(request: Request) -> bool:
 
 
 class AnalyticsRoutes:
-    def __init__(self, resources: Any, runner: Runner | None = None) -> None:
+    def __init__(self, resources: ApiResources, runner: Runner | None = None) -> None:
         self.pg: asyncpg.Pool = resources.pg
         self.runner = runner or runner_for(resources.settings)
 

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edge.api.deps import ApiResources
 from edge.api.problems import Problem
 from edge.clickinfo import in_networks, trusted_networks
 
@@ -28,7 +29,7 @@ _OK = b'{"status":"ok"}'
 
 
 class HealthRoutes:
-    def __init__(self, resources: Any) -> None:
+    def __init__(self, resources: ApiResources) -> None:
         self.resources = resources
         self.multiproc_dir: str = resources.settings.prometheus_multiproc_dir
         self.metrics_allow = trusted_networks(resources.settings.metrics_allow, "METRICS_ALLOW")

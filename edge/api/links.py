@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from edge.api import inputs, queries, validation
 from edge.api.auth import require
+from edge.api.deps import ApiResources
 from edge.api.problems import Problem, invalid
 from edge.records import LinkRecord
 
@@ -115,7 +116,7 @@ def _by_method(**handlers: Endpoint) -> Endpoint:
 
 
 class LinkRoutes:
-    def __init__(self, resources: Any, reserved: frozenset[str]) -> None:
+    def __init__(self, resources: ApiResources, reserved: frozenset[str]) -> None:
         self.resources = resources
         self.pg: asyncpg.Pool = resources.pg
         self.reserved = frozenset(word.lower() for word in reserved)

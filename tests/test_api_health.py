@@ -144,3 +144,16 @@ def test_metrics_only_to_allowed_peers_not_through_a_proxy(stores: Stores) -> No
     assert run(scrape(only, "127.0.0.1")).status_code == 403
     with pytest.raises(ConfigError, match="METRICS_ALLOW"):
         run(scrape(Settings.from_env({"METRICS_ALLOW": "10.0.0.0/8,not-a-network"}), "10.0.0.1"))
+
+
+def test_a_request_before_the_lifespan_gets_a_503() -> None:
+    """The app's parts exist only once its lifespan built them: before that, 503, not a crash."""
+    from edge.app import EdgeApp
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=EdgeApp(Settings()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
+            return [await client.get(path) for path in ("/abc", "/api/v1/links", "/healthz")]
+
+    for response in run(go()):
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"

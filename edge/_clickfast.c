@@ -740,6 +740,11 @@ static PyObject *Encoder_record(Encoder *self, PyObject *const *args, Py_ssize_t
 /* take()'s work, the encoder entered. */
 static PyObject *take_batch(Encoder *self) {
     if (self->pending == 0) Py_RETURN_NONE;
+    if (self->entry == NULL || self->entry_len < self->pending * 2 ||
+        self->entry_len > PyBytes_GET_SIZE(self->entry)) { /* each click: at least "x\n" */
+        PyErr_SetString(PyExc_SystemError, "the open batch's entry does not hold its clicks");
+        return NULL;
+    }
     /* The objects the collector tracks first (making them may run finalizers), then what reads
      * the batch; the batch is let go only once the whole answer is made, so a failed allocation
      * leaves it as it was (the next take() returns it). */
@@ -1094,10 +1099,9 @@ static PyObject *Hot_answer(Hot *self, PyObject *scope) {
         return NULL;
     }
     if (!PyDict_CheckExact(scope)) Py_RETURN_NONE;
+    /* Each value read from the scope is used up before the next lookup, which may run Python. */
     PyObject *method = PyDict_GetItemWithError(scope, s_method);
-    PyObject *path = PyDict_GetItemWithError(scope, s_path);
-    if (method == NULL || path == NULL || !PyUnicode_CheckExact(method) ||
-        !PyUnicode_CheckExact(path) || !PyUnicode_IS_ASCII(method) || !PyUnicode_IS_ASCII(path)) {
+    if (method == NULL || !PyUnicode_CheckExact(method) || !PyUnicode_IS_ASCII(method)) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
@@ -1109,6 +1113,11 @@ static PyObject *Hot_answer(Hot *self, PyObject *scope) {
     } else if (method_len == 4 && memcmp(method_text, "HEAD", 4) == 0) {
         head = 1;
     } else {
+        Py_RETURN_NONE;
+    }
+    PyObject *path = PyDict_GetItemWithError(scope, s_path);
+    if (path == NULL || !PyUnicode_CheckExact(path) || !PyUnicode_IS_ASCII(path)) {
+        PyErr_Clear();
         Py_RETURN_NONE;
     }
     Py_ssize_t path_len = PyUnicode_GET_LENGTH(path);

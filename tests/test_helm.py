@@ -228,6 +228,19 @@ def test_config_keys_are_linkedge_settings_and_never_secrets() -> None:
         assert configmap["data"]["HOST"] == "0.0.0.0"
 
 
+def test_every_setting_a_user_tunes_can_be_set_through_config() -> None:
+    """A new setting the chart does not manage itself (ports, hosts, URLs, secrets, paths) must be
+    settable under ``config:``, which the schema otherwise refuses as an unknown key."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    config_keys = set(schema["properties"]["config"]["properties"])
+    managed = STORE_ENV | {
+        "HOST", "PORT", "EDGE_WORKERS", "METRICS_HOST", "AGGREGATOR_METRICS_PORT", "ANALYTICS_PORT",
+        "ANALYTICS_URL", "ANALYTICS_TOKEN", "VISITOR_SALT_SECRET", "CLICK_SPOOL_DIR",
+        "PROMETHEUS_MULTIPROC_DIR",
+    }  # fmt: skip
+    assert SETTINGS_ENV - managed <= config_keys, sorted(SETTINGS_ENV - managed - config_keys)
+
+
 def test_workers_listen_on_their_metrics_ports_and_every_container_is_probed() -> None:
     docs = render(PRODUCTION)
     ports = {}

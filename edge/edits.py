@@ -1,21 +1,22 @@
 """Edits read from Postgres: how an edit reaches every worker when its Redis invalidation did not.
 
-The API invalidates an edited code through Redis (``LinkStore.invalidate``): a marker over its
-Redis record and a message to every worker. When Redis refuses that write (three tries, then only
-logged), the old record would stay in Redis for ``REDIS_LINK_TTL_S`` and every worker would keep
-loading it. So each worker also polls Postgres for edited rows (``links.updated_at``, moved by a
+After a committed edit the API writes the link's new record to Redis (a marker for a deleted
+one) and tells every worker (``LinkStore.invalidate_many``). When Redis refuses that write (three
+tries, then only logged), the old record would stay in Redis for ``REDIS_LINK_TTL_S`` and every
+worker would keep loading it. So each worker also polls Postgres for edited rows (``links.updated_at``, moved by a
 trigger on every update, indexed) every ``poll_interval`` (half of ``CACHE_TTL_S``, within 1 to
 10 s), and for each edit it has not seen:
 
-- drops the code from its cache, and overwrites the Redis record with the invalidation marker
-  (every worker tries, again on every poll while the write fails);
+- drops the code from its cache, and puts the invalidation marker over a Redis record older than
+  the edit (never over the edit's own record; over any record when the edit's version was
+  forgotten), trying again on every poll while the write fails;
 - remembers the edit's version in ``EditLog`` (bounded), so that a Redis record older than that
   version is not believed: the worker reads Postgres instead and writes the fresh record back.
 
 A worker polls from its own start: an edit made before it, whose marker Redis has not yet taken,
 reaches it once Redis takes writes again and a running worker's retry lands. Each poll reads from
-``OVERLAP_S`` before the previous one, so an edit committed late (its
-``updated_at`` taken before the commit) is still seen; an edit seen twice changes nothing. Rows
+``OVERLAP_S`` before the previous one, so an edit committed late (its ``updated_at`` taken before
+the commit) is still seen; an edit seen twice changes nothing. Rows
 only created (``updated_at = created_at``) are skipped: there is no older record to replace.
 """
 

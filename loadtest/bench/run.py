@@ -43,7 +43,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -57,6 +57,7 @@ from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis
 from linkedge.migrate import migrate_postgres
 from linkedge.settings import Settings
 from loadtest.bench import flood, observe, pipeline, pyspy, seed, stack, workload, wrk
+from loadtest.bench import headers as header_mix
 from loadtest.bench.report import CountCheck, Row, Series, format_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +170,7 @@ class Bench:
             files / "zipf-once", workload.each_once(self.zipf_codes)
         )
         self.all_once_file = workload.write(files / "all-once", workload.each_once(self.all_codes))
+        self.headers_file = header_mix.write(files / "headers")
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -204,12 +206,18 @@ class Bench:
     # ---- measuring -------------------------------------------------------------------------
 
     def load(
-        self, server: stack.Server, codes_file: Path, seconds: float | None = None, start: int = 0
+        self,
+        server: stack.Server,
+        codes_file: Path,
+        seconds: float | None = None,
+        start: int = 0,
+        script: str = "zipf.lua",
+        extra: Sequence[str] = (),
     ) -> wrk.WrkResult:
         return wrk.run(
             server.url,
-            "zipf.lua",
-            [str(codes_file), str(start)],
+            script,
+            [str(codes_file), str(start), *extra],
             seconds=seconds or self.config.seconds,
             connections=self.config.connections,
             cpu=self.load_cpu,
@@ -272,9 +280,10 @@ class Bench:
             seed.redis_pending_clicks(self.redis.url, pipeline.SHARDS),
         )
 
-    def reference_run(self) -> wrk.WrkResult:
-        """The Granian reference, run right before the scenario it is paired with."""
-        result = self.load(self.reference, self.zipf_file)
+    def reference_run(self, script: str = "zipf.lua", extra: Sequence[str] = ()) -> wrk.WrkResult:
+        """The Granian reference, run right before the scenario it is paired with (with the same
+        wrk script, so that wrk's own cost per request is the same in both)."""
+        result = self.load(self.reference, self.zipf_file, script=script, extra=extra)
         self.ref_series.add(result, result)
         return result
 
@@ -285,11 +294,13 @@ class Bench:
         codes_file: Path,
         *,
         pause_aggregator: bool = True,
+        script: str = "zipf.lua",
+        extra: Sequence[str] = (),
     ) -> wrk.WrkResult:
         before = self.tally(server)
-        reference = self.reference_run()
+        reference = self.reference_run(script, extra)
         with self.aggregator_paused(pause_aggregator):
-            result = self.load(server, codes_file)
+            result = self.load(server, codes_file, script=script, extra=extra)
         after = self.tally(server)
         served = (
             after.served - before.served
@@ -356,6 +367,8 @@ class Bench:
         nginx_series = Series("nginx return 302 (reference 2)")
         hot = Series("edge (a) hot path: local cache")
         hot_agg = Series("edge (a) hot path, aggregator running")
+        mixed = Series("edge (a) hot, realistic headers")
+        distinct = Series("edge (a) hot, distinct user agent per request")
         miss = Series("edge (b) local miss, Redis hit")
         cold = Series("edge (c) cold: Redis miss, Postgres")
         api = Series("API link creation")
@@ -373,6 +386,8 @@ class Bench:
                     "hot-agg",
                     HOT_CACHE,
                 ),  # the same, measured with the aggregator running: warmed on its own
+                ("headers", HOT_CACHE),  # headers.lua, each on its own edge: own caches
+                ("distinct", HOT_CACHE),
                 ("miss", {"CACHE_SIZE": "1", "CACHE_TTL_S": "0.000001"}),
                 ("cold", {"CACHE_SIZE": "1", "CACHE_TTL_S": "0.000001"}),
             ):
@@ -401,6 +416,15 @@ class Bench:
             if self.aggregator is not None:
                 self.warm(edges["hot-agg"], self.zipf_once_file, len(self.zipf_codes))
                 self.measure_edge(hot_agg, edges["hot-agg"], self.zipf_file, pause_aggregator=False)
+            for series, name, mode in (
+                (mixed, "headers", "mix"),
+                (distinct, "distinct", "distinct"),
+            ):
+                self.warm(edges[name], self.zipf_once_file, len(self.zipf_codes))
+                args = [str(self.headers_file), mode, str(round_no + 1)]  # salt: new agents
+                self.measure_edge(
+                    series, edges[name], self.zipf_file, script="headers.lua", extra=args
+                )
             self.measure_edge(miss, edges["miss"], self.zipf_file)
             asyncio.run(seed.forget_links(self.redis.url, self.cold_codes))
             cold_file = workload.write(
@@ -420,7 +444,7 @@ class Bench:
             profile = "".join(
                 f"### {edges[name].name}\n{self.profile(edges[name])}" for name in ("hot", "miss")
             )
-        for name in ("hot-agg", "miss", "cold"):
+        for name in ("hot-agg", "headers", "distinct", "miss", "cold"):
             if name in edges:
                 edges[name].proc.stop()
         rows = [
@@ -438,6 +462,18 @@ class Bench:
         rows += flood_rows
         if hot_agg.runs:
             rows.insert(3, hot_agg.row(note="the aggregator and Postgres at work on wrk's core"))
+        header_note = (
+            f"headers.lua: {header_mix.USER_AGENTS} user agents, {header_mix.REFERRERS:,} "
+            f"referrers, {header_mix.LANGUAGES} languages, Zipf popularity"
+        )
+        at = 3 + bool(hot_agg.runs)
+        for series, note in (
+            (mixed, header_note),
+            (distinct, "headers.lua: a browser user agent no request sent before, on each"),
+        ):
+            if series.runs:
+                rows.insert(at, series.row(note=note))
+                at += 1
         rows.append(
             api.row(
                 unit="links/s", note="POST /api/v1/links, one link each" if edge_ready else missing
@@ -465,7 +501,9 @@ class Bench:
             ("random-code flood, budget off", "off", {"COLD_LOOKUPS_PER_SECOND": flood.BUDGET_OFF}),
         ):
             name = "flood-off" if extra else "flood"
-            server = self.track(stack.start_edge(name, self.tmp, self.server_cpu, self.env(**HOT_CACHE, **extra)))
+            server = self.track(
+                stack.start_edge(name, self.tmp, self.server_cpu, self.env(**HOT_CACHE, **extra))
+            )
             assert server is not None
             result = flood.measure(self, server)
             server.proc.stop()

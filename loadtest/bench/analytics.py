@@ -91,6 +91,7 @@ class Result:
     timings: list[Timing]
     problems: list[str]
     checks: dict[str, tuple[int, int]]  # name -> (generated, uniqExact)
+    load_averages: list[str] = dataclasses.field(default_factory=list)  # the machine's, per phase
 
     @property
     def insert_rate(self) -> float:
@@ -152,6 +153,14 @@ def _checks(
         Check("link 30d", account, _ms(start), _ms(end), link_id=seeded.link_ids[0]),
         Check("account 24h", account, _ms(hours[0]), _ms(hours[1])),
     ]
+
+
+def _load_average() -> str:
+    """The 1-minute load average and the core count: how busy the machine was."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
 
 
 def _wait_ready(url: str, proc: stack.Proc, timeout: float) -> None:
@@ -253,7 +262,9 @@ class AnalyticsBench:
             f"bench: analytics: {config.rows:,} clicks over {config.links:,} links, inserts of {config.batch:,}",
             flush=True,
         )
+        averages = [f"before the inserts {_load_average()}"]
         loaded = self.load(spec)
+        averages.append(f"after them {_load_average()}")
         expected = {
             check.name: (generated, direct)
             for check, generated, direct in zip(
@@ -270,8 +281,9 @@ class AnalyticsBench:
                 warmups=config.warmups,
                 slow_runs=config.slow_runs,
             )
+            averages.append(f"after the queries {_load_average()}")
             problems = dashboardqueries.check(client, timings, expected)
-        return Result(config, loaded, timings, problems, expected)
+        return Result(config, loaded, timings, problems, expected, averages)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -335,6 +347,8 @@ def format_result(result: Result) -> str:
         if t != "schema_migrations"
     )
     lines.append(f"tables: {parts}")
+    if result.load_averages:
+        lines.append(f"load average: {'; '.join(result.load_averages)}")
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,8 @@ missing.
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (64), BENCH_CODES (10000),
 BENCH_LINKS (100000), BENCH_PROFILE_SECONDS (0: no py-spy profile; >0 profiles the hot and
 local-miss edges that long under load, with py-spy from BENCH_PYSPY, PATH or the venv),
-BENCH_OUT (bench-results).
+BENCH_OUT (bench-results), BENCH_ANALYTICS (1; 0 skips the "analytics queries" scenario of
+``loadtest/bench/analytics.py``, run last, which has its own BENCH_ANALYTICS_* knobs).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import httpx
 from linkedge.embedded import EmbeddedPostgres, EmbeddedRedis
 from linkedge.migrate import migrate_postgres
 from linkedge.settings import Settings
-from loadtest.bench import flood, observe, pipeline, pyspy, seed, stack, workload, wrk
+from loadtest.bench import analytics, flood, observe, pipeline, pyspy, seed, stack, workload, wrk
 from loadtest.bench import headers as header_mix
 from loadtest.bench.report import CountCheck, Row, Series, format_table
 
@@ -352,6 +353,7 @@ class Bench:
 
     def run(self) -> str:
         config = self.config
+        analytics_config = analytics.Config.from_env() if analytics.enabled() else None
         self.pin_self()
         print(
             f"bench: {config.rounds} round(s) of {config.seconds:.0f}s, wrk -t1 -c{config.connections}, "
@@ -489,6 +491,8 @@ class Bench:
         rows.append(pipeline.aggregator_row(self.redis.url, self.postgres.url, config.links))
         rows.append(pipeline.analytics_row(self.redis.url, self.tmp, self.env()))
         table = format_table(rows)
+        if analytics_config is not None:
+            table += "\n### Analytics queries\n\n" + self.analytics_queries(analytics_config)
         self.write_results(table, profile)
         return table
 
@@ -510,6 +514,17 @@ class Bench:
             rows.append(flood.row(figure, budget, result))
             self.details.append(f"{figure}: {rows[-1].result}; {rows[-1].note}")
         return rows
+
+    def analytics_queries(self, config: analytics.Config) -> str:
+        """The "analytics queries" scenario, on a Redis of its own (its analytics reads no stream)."""
+        redis = EmbeddedRedis(self.tmp / "redis-analytics", persist=False).start()
+        self.stores.append(redis)
+        result = analytics.run_scenario(config, self.tmp, redis.url, self.postgres.url)
+        if result.problems:
+            self.failed_checks += 1
+            failed = "\n".join(result.problems)
+            print(f"\n!!!!! ANALYTICS QUERY CHECKS FAILED !!!!!\n{failed}\n", flush=True)
+        return analytics.format_result(result)
 
     def rss_row(self) -> Row:
         figure = f"edge worker RSS, {self.config.links // 1000}k links cached"

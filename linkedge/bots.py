@@ -62,6 +62,7 @@ DECIMAL_STAND_IN = "\u0660"
 OTHER_STAND_IN = "\x80"
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _TOKEN = re.compile(r"\\.|.", re.DOTALL)  # an escape or one character
+_QUANTIFIER = re.compile(r"\{\d+(,\d*)?\}")
 
 
 def fold_safe(pattern: str) -> bool:
@@ -116,6 +117,8 @@ def to_re2(pattern: str, *, search_only: bool) -> str:
             head = pattern[i + 1 : i + 3]
             if head.startswith("]") or head == "^]":
                 raise ValueError(f"a class opening with ]: {pattern!r}")
+        elif char == "{" and not _QUANTIFIER.match(pattern, i):
+            raise ValueError(f"a brace RE2 reads otherwise: {pattern!r}")  # Python: {,3}, a{b
         elif char == "$":
             if not search_only:
                 raise ValueError(f"$ in a substitution: {pattern!r}")

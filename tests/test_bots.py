@@ -356,9 +356,16 @@ def test_fold_unsafe_patterns_are_refused(pattern: str) -> None:
         bots.to_re2(pattern, search_only=True)
 
 
+@pytest.mark.parametrize("pattern", [r"a{,3}", r"a{b", r"[]a]", r"(?=a)b", r"(?<!a)b"])
+def test_what_re2_reads_otherwise_is_refused(pattern: str) -> None:
+    with pytest.raises(ValueError):
+        bots.to_re2(pattern, search_only=True)
+
+
 def test_dollar_is_translated_only_for_a_search() -> None:
     assert bots.to_re2(r"b0t$", search_only=True) == "b0t\\n?$"
     assert bots.to_re2(r"Go [\d\.]*", search_only=True) == "Go [0-9\u0660\\.]*"
+    assert bots.to_re2(r"\d{1,2}x{3}", search_only=False) == "[0-9\u0660]{1,2}x{3}"
     with pytest.raises(ValueError):
         bots.to_re2(r"b0t$", search_only=False)
 

@@ -1288,9 +1288,77 @@ static PyTypeObject HotType = {
     .tp_methods = Hot_methods,
 };
 
+#ifdef CLICKFAST_FAULTS
+/* Fault injection, in test builds only (-DCLICKFAST_FAULTS, tests/test_clickfast_faults.py):
+ * _fail_after(n) makes the allocation n allocations from now (of the MEM and OBJ domains, so of
+ * every object) fail, once; _fail_after(-1) stops counting. _fail_hold(True) stops the count
+ * until _fail_hold(False): a test holds it around callbacks into libraries that do not survive a
+ * failed allocation (orjson), so that the failures land in this module's calls. */
+static PyMemAllocatorEx fault_base[2];
+static const PyMemAllocatorDomain fault_domains[2] = {PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+static long fault_countdown = -1;
+static int fault_installed = 0, fault_held = 0;
+
+static int fault_now(void) {
+    if (fault_countdown < 0 || fault_held) return 0;
+    return fault_countdown-- == 0;
+}
+
+static void *fault_malloc(void *ctx, size_t size) {
+    PyMemAllocatorEx *base = ctx;
+    return fault_now() ? NULL : base->malloc(base->ctx, size);
+}
+
+static void *fault_calloc(void *ctx, size_t n, size_t size) {
+    PyMemAllocatorEx *base = ctx;
+    return fault_now() ? NULL : base->calloc(base->ctx, n, size);
+}
+
+static void *fault_realloc(void *ctx, void *ptr, size_t size) {
+    PyMemAllocatorEx *base = ctx;
+    return fault_now() ? NULL : base->realloc(base->ctx, ptr, size);
+}
+
+static void fault_free(void *ctx, void *ptr) {
+    PyMemAllocatorEx *base = ctx;
+    base->free(base->ctx, ptr);
+}
+
+static PyObject *fail_after(PyObject *module, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (!fault_installed) {
+        for (int i = 0; i < 2; i++) {
+            PyMem_GetAllocator(fault_domains[i], &fault_base[i]);
+            PyMemAllocatorEx hook = {&fault_base[i], fault_malloc, fault_calloc, fault_realloc,
+                                     fault_free};
+            PyMem_SetAllocator(fault_domains[i], &hook);
+        }
+        fault_installed = 1;
+    }
+    fault_countdown = n < 0 ? -1 : n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *fail_hold(PyObject *module, PyObject *arg) {
+    int held = PyObject_IsTrue(arg);
+    if (held < 0) return NULL;
+    fault_held = held;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_fail_after", fail_after, METH_O, "_fail_after(n): the n-th allocation from now fails."},
+    {"_fail_hold", fail_hold, METH_O, "_fail_hold(held): no allocation fails while held."},
+    {NULL, NULL, 0, NULL},
+};
+#else
+static PyMethodDef module_methods[] = {{NULL, NULL, 0, NULL}};
+#endif
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "edge._clickfast", "The edge's per-click encoder and hot path in C.", -1,
-    NULL, NULL, NULL, NULL, NULL,
+    module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__clickfast(void) {

@@ -32,10 +32,14 @@ SOURCE = ROOT / "edge" / "_clickfast.c"
 TESTS = [
     "tests/test_clickencoder.py",
     "tests/test_clickfast_safety.py",
+    "tests/test_clickfast_faults.py",
     "tests/test_event_spec.py",
     "tests/test_hotpath.py",
 ]
-FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
+FLAGS = [
+    "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all",
+    "-DCLICKFAST_FAULTS",  # test_clickfast_faults then fails allocations in this process
+]  # fmt: skip
 REPORTS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer", "SUMMARY: ")
 
 # Loaded by the subprocess's pytest before any test module: edge._clickfast is the sanitized

@@ -23,11 +23,13 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -224,7 +226,8 @@ class AnalyticsBench:
             time.sleep(2.0)
         proc.stop()
         if proc.proc.returncode != 0 or not out_path.exists():
-            raise RuntimeError(f"clickload failed ({proc.proc.returncode}):\n{proc.tail()}")
+            tail = "\n".join(proc.log.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"clickload failed ({proc.proc.returncode}):\n{tail}")
         loaded: dict[str, Any] = json.loads(out_path.read_text())
         return loaded
 
@@ -352,8 +355,13 @@ def format_result(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     config = Config.from_env()
+    signal.signal(signal.SIGTERM, _terminate)  # stop the children and remove the temp dir
     tmp = Path(tempfile.mkdtemp(prefix="linkedge-bench-analytics-"))
     stores: list[Any] = []
     started = time.monotonic()

@@ -376,6 +376,9 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     PyObject *peer = NULL, *ip = NULL, *ipj = NULL, *part = NULL, *event = NULL, *key = NULL;
     int prefetch = 0, result = -1;
     if (request == NULL) goto done;
+    /* Out of the collector's sight until every item is set: gc.get_objects() in a callback, or in
+     * a thread the callback lets run, must not find a tuple with empty items. */
+    PyObject_GC_UnTrack(request);
     /* The walk reads the list's size and item afresh at every step: a callback (prefetch_header),
      * or a finalizer run by the collector, may have changed it. Every pair is checked as it is
      * read; one of another shape sends the scope to the Python add, which walks it again. */
@@ -446,6 +449,7 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     }
     PyTuple_SET_ITEM(request, R_METHOD, Py_NewRef(method));
     PyTuple_SET_ITEM(request, R_PREFETCH, Py_NewRef(prefetch ? Py_True : Py_False));
+    PyObject_GC_Track(request);
     int is_bot;
     if (tail_of(self, request, &is_bot, &tail) < 0) goto done; /* ours: callbacks may clear the cache */
 

@@ -351,3 +351,20 @@ def test_hot_answer_when_callbacks_clear_what_it_reads() -> None:
     clicks, _, entry = encoder.take()
     assert clicks == 2
     assert [events.decode(raw).bot for raw in events.split_entry(entry)] == ["", "head"]
+
+
+def test_a_callback_that_walks_every_object_finds_no_half_made_one() -> None:
+    """A callback that looks at every object the collector tracks (a memory profiler would) while
+    the walk is under way: the request tuple being filled is not among them."""
+
+    def callback(name: bytes, value: bytes) -> bool:
+        for thing in gc.get_objects():
+            if type(thing) is tuple:
+                [type(item) for item in thing]  # reads every item
+        return False
+
+    c = c_encoder(ClickEncoder(TRUSTED), prefetch_header=callback)
+    out: list[bytes] = []
+    scope = {"headers": [(b"user-agent", CHROME), (b"purpose", b"x"), (b"host", b"h")]}
+    c.add(TS, LINKS[0], scope, LINKS[0].url, {}, out)
+    assert events.decode(out[0]).host == "h"

@@ -351,7 +351,18 @@ enum { R_AGENT, R_REFERER, R_LANGUAGE, R_HOST, R_QUERY, R_METHOD, R_PREFETCH, R_
 static void request_put(PyObject *request, Py_ssize_t i, PyObject *value) {
     PyObject *old = PyTuple_GET_ITEM(request, i);
     PyTuple_SET_ITEM(request, i, Py_NewRef(value));
-    Py_XDECREF(old); /* bytes: releasing them runs no Python */
+    Py_XDECREF(old); /* bytes or a constant: releasing them runs no Python */
+}
+
+/* Every empty item of the request gets its default: done before the walk calls into Python, where
+ * gc.get_objects() (in a callback, or in a thread it lets run) could find the tuple. */
+static void request_fill(PyObject *request) {
+    for (int i = 0; i < R_SIZE; i++) {
+        if (PyTuple_GET_ITEM(request, i) != NULL) continue;
+        PyObject *value = i < R_QUERY ? empty_bytes : i == R_QUERY ? Py_None : i == R_METHOD ? s_GET
+                                                                            : Py_False;
+        PyTuple_SET_ITEM(request, i, Py_NewRef(value));
+    }
 }
 
 /* Encode one click: into `events` (a list) as a new bytes object, or, with events NULL, as a line
@@ -376,9 +387,6 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
     PyObject *peer = NULL, *ip = NULL, *ipj = NULL, *part = NULL, *event = NULL, *key = NULL;
     int prefetch = 0, result = -1;
     if (request == NULL) goto done;
-    /* Out of the collector's sight until every item is set: gc.get_objects() in a callback, or in
-     * a thread the callback lets run, must not find a tuple with empty items. */
-    PyObject_GC_UnTrack(request);
     /* The walk reads the list's size and item afresh at every step: a callback (prefetch_header),
      * or a finalizer run by the collector, may have changed it. Every pair is checked as it is
      * read; one of another shape sends the scope to the Python add, which walks it again. */
@@ -411,9 +419,12 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
                 PyObject *hop = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value),
                                                        PyBytes_GET_SIZE(value), NULL);
                 if (hop == NULL) goto done;
-                if (forwarded == NULL && (forwarded = PyList_New(0)) == NULL) {
-                    Py_DECREF(hop);
-                    goto done;
+                if (forwarded == NULL) {
+                    request_fill(request); /* a new list may start the collector */
+                    if ((forwarded = PyList_New(0)) == NULL) {
+                        Py_DECREF(hop);
+                        goto done;
+                    }
                 }
                 int failed = PyList_Append(forwarded, hop);
                 Py_DECREF(hop);
@@ -423,6 +434,7 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
             break;
         }
         if (!prefetch && is_prefetch_name(self, name)) {
+            request_fill(request);
             Py_INCREF(pair); /* the callback may drop it from the list */
             PyObject *args[2] = {name, value};
             PyObject *answer = PyObject_Vectorcall(self->prefetch_header, args, 2, NULL);
@@ -433,23 +445,20 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
             if (prefetch < 0) goto done;
         }
     }
-    for (int i = R_AGENT; i < R_QUERY; i++) {
-        if (PyTuple_GET_ITEM(request, i) == NULL) PyTuple_SET_ITEM(request, i, Py_NewRef(empty_bytes));
-    }
+    request_fill(request); /* whole before the lookups below, which may run Python */
     PyObject *query = PyDict_GetItemWithError(scope, s_query_string);
     if (query == NULL) {
         if (PyErr_Occurred()) goto done;
         query = Py_None;
     }
-    PyTuple_SET_ITEM(request, R_QUERY, Py_NewRef(query));
+    request_put(request, R_QUERY, query);
     PyObject *method = PyDict_GetItemWithError(scope, s_method);
     if (method == NULL) {
         if (PyErr_Occurred()) goto done;
         method = s_GET;
     }
-    PyTuple_SET_ITEM(request, R_METHOD, Py_NewRef(method));
-    PyTuple_SET_ITEM(request, R_PREFETCH, Py_NewRef(prefetch ? Py_True : Py_False));
-    PyObject_GC_Track(request);
+    request_put(request, R_METHOD, method);
+    request_put(request, R_PREFETCH, prefetch ? Py_True : Py_False);
     int is_bot;
     if (tail_of(self, request, &is_bot, &tail) < 0) goto done; /* ours: callbacks may clear the cache */
 

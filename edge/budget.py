@@ -31,7 +31,7 @@ class ColdBudget:
         if now > self._at:
             self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
             self._at = now
-        if self._tokens < 1.0:
+        if self._tokens < 1.0 - 1e-9:  # a whole token, give or take the clock's float rounding
             return False
         self._tokens -= 1.0
         return True

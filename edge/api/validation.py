@@ -51,7 +51,9 @@ _RFC3339 = re.compile(
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
 
-def _has_refused_char(value: str) -> bool:
+def has_refused_char(value: str) -> bool:
+    """Whether ``value`` holds a character refused in targets and tags (``_REFUSED_CATEGORIES``,
+    whitespace, ASCII controls and the space itself: a tag checks it with spaces replaced)."""
     return any(
         ch.isspace() or ord(ch) < 0x21 or unicodedata.category(ch) in _REFUSED_CATEGORIES
         for ch in value
@@ -94,7 +96,7 @@ def target_url(value: object, field: str = "url", *, allow_private: bool = False
         raise invalid(
             field, f"is {len(value)} characters long; at most {MAX_URL_LENGTH} are allowed"
         )
-    if _has_refused_char(value):
+    if has_refused_char(value):
         raise invalid(
             field, "must not contain whitespace or control characters; percent-encode them (%20)"
         )
@@ -210,7 +212,7 @@ def boolean(value: object, field: str) -> bool:
 def tag(value: object, field: str = "tag") -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_TAG_LENGTH:
         raise invalid(field, f"a tag is a string of 1 to {MAX_TAG_LENGTH} characters")
-    if _has_refused_char(value.replace(" ", "x")):
+    if has_refused_char(value.replace(" ", "x")):
         raise invalid(field, "a tag must not contain control characters or line breaks")
     return value
 

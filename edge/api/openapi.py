@@ -13,7 +13,6 @@ with ``$(?!\\n)``: Python's ``$`` also matches before a final line break, which 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 from edge.api import problems, validation
@@ -36,29 +35,36 @@ def _escape(code: int) -> str:
 
 
 @functools.cache
-def _allowed_class(refused: Callable[[str], bool], ascii_too: bool = True) -> str:
-    """A regex class of the characters ``refused`` lets through (``ascii_too=False``: non-ASCII
-    ones only), as a negated class of the refused ranges."""
-    ranges: list[list[int]] = [[0x00, 0x7F]] if not ascii_too else []
+def _refused_ranges() -> tuple[tuple[int, int], ...]:
+    """The ranges of code points ``validation.has_refused_char`` refuses, surrogates left out."""
+    ranges: list[list[int]] = []
     for plane in _PLANES:
         for code in plane:
-            if refused(chr(code)) and not _SURROGATES[0] <= code <= _SURROGATES[1]:
-                if ranges and ranges[-1][1] >= code - 1:
-                    ranges[-1][1] = max(ranges[-1][1], code)
+            if validation.has_refused_char(chr(code)) and not (
+                _SURROGATES[0] <= code <= _SURROGATES[1]
+            ):
+                if ranges and ranges[-1][1] == code - 1:
+                    ranges[-1][1] = code
                 else:
                     ranges.append([code, code])
+    return tuple((low, high) for low, high in ranges)
+
+
+def _allowed_class(*, ascii_too: bool = True, space: bool = False) -> str:
+    """A regex class of the characters a target may hold (``space``: a tag, which may also hold
+    the ASCII space; ``ascii_too=False``: the non-ASCII ones only), as a negated class."""
+    ranges = [list(pair) for pair in _refused_ranges()]
+    if space:  # 0x20 ends the first range, the ASCII controls and the space
+        assert ranges[0] == [0x00, 0x20]
+        ranges[0] = [0x00, 0x1F]
+    if not ascii_too:
+        ranges.insert(0, [0x00, 0x7F])
+        while len(ranges) > 1 and ranges[1][0] <= ranges[0][1] + 1:
+            ranges[0][1] = max(ranges[0][1], ranges.pop(1)[1])
     parts = (
         _escape(low) if low == high else f"{_escape(low)}-{_escape(high)}" for low, high in ranges
     )
     return f"[^{''.join(parts)}]"
-
-
-def _target_char(ch: str) -> bool:
-    return validation.has_refused_char(ch)
-
-
-def _tag_char(ch: str) -> bool:
-    return validation.has_refused_char(ch.replace(" ", "x"))
 
 
 @functools.cache
@@ -69,18 +75,18 @@ def target_pattern() -> str:
     whitespace or control characters."""
     label = "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     ascii_name = f"(?=[A-Za-z0-9_.-]{{1,253}}(?:[:/?#]|{_END})){label}(?:\\.{label})*\\.?"
-    letter = f"(?:[A-Za-z0-9_-]|{_allowed_class(_target_char, ascii_too=False)})"
-    non_ascii = _allowed_class(_target_char, ascii_too=False)
+    non_ascii = _allowed_class(ascii_too=False)
+    letter = f"(?:[A-Za-z0-9_-]|{non_ascii})"
     idn_name = f"(?=[^:/?#]*{non_ascii}){letter}+(?:\\.{letter}+)*\\.?"
     host = f"(?:\\[[0-9A-Fa-f:.]+\\]|{ascii_name}|{idn_name})"
-    rest = f"(?:[/?#]{_allowed_class(_target_char)}*)?"
+    rest = f"(?:[/?#]{_allowed_class()}*)?"
     return f"^[Hh][Tt][Tt][Pp][Ss]?://{host}(?::[0-9]*)?{rest}{_END}"
 
 
 @functools.cache
 def tag_pattern() -> str:
     """Tag text: no control, format or line-break character, no space but the ASCII one."""
-    return f"^{_allowed_class(_tag_char)}+{_END}"
+    return f"^{_allowed_class(space=True)}+{_END}"
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -356,13 +356,14 @@ static void request_put(PyObject *request, Py_ssize_t i, PyObject *value) {
 
 /* Every empty item of the request gets its default: done before the walk calls into Python, where
  * gc.get_objects() (in a callback, or in a thread it lets run) could find the tuple. */
-static void request_fill(PyObject *request) {
-    for (int i = 0; i < R_SIZE; i++) {
-        if (PyTuple_GET_ITEM(request, i) != NULL) continue;
-        PyObject *value = i < R_QUERY ? empty_bytes : i == R_QUERY ? Py_None : i == R_METHOD ? s_GET
-                                                                            : Py_False;
-        PyTuple_SET_ITEM(request, i, Py_NewRef(value));
+static inline void request_fill(PyObject *request) {
+    PyObject **items = ((PyTupleObject *)request)->ob_item;
+    for (int i = R_AGENT; i < R_QUERY; i++) {
+        if (items[i] == NULL) items[i] = Py_NewRef(empty_bytes);
     }
+    if (items[R_QUERY] == NULL) items[R_QUERY] = Py_NewRef(Py_None);
+    if (items[R_METHOD] == NULL) items[R_METHOD] = Py_NewRef(s_GET);
+    if (items[R_PREFETCH] == NULL) items[R_PREFETCH] = Py_NewRef(Py_False);
 }
 
 /* Encode one click: into `events` (a list) as a new bytes object, or, with events NULL, as a line
@@ -458,7 +459,7 @@ static int encode_click(Encoder *self, long long ts_ms, PyObject *link, PyObject
         method = s_GET;
     }
     request_put(request, R_METHOD, method);
-    request_put(request, R_PREFETCH, prefetch ? Py_True : Py_False);
+    if (prefetch) request_put(request, R_PREFETCH, Py_True);
     int is_bot;
     if (tail_of(self, request, &is_bot, &tail) < 0) goto done; /* ours: callbacks may clear the cache */
 

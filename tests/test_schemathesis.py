@@ -3,8 +3,8 @@
 One edge (one worker, per-key limits raised so that the run is never rate limited) and the
 analytics process it sends queries to (the embedded ClickHouse engine) run for the module, on a
 Redis of their own. ``test_every_operation`` runs each operation of ``/api/v1/openapi.json`` with
-generated valid and invalid inputs (the document's examples, then Hypothesis's), a bounded number
-each; ``test_link_lifecycle`` runs the state machine built from the document's OpenAPI links
+generated valid and invalid inputs (the document's examples, invalid values at the bounds of every
+keyword, then Hypothesis's), a bounded number each; ``test_link_lifecycle`` runs the state machine built from the document's OpenAPI links
 (create, then get, edit, stats, analytics and delete what was created). Every built-in check runs
 on every response (the ``--checks all`` of the command line): no 5xx, status codes, content types,
 headers and bodies as documented, valid input accepted, invalid input refused, requests without a
@@ -91,6 +91,7 @@ def api(
 # refused with a 422: for those two operations the check that valid data is accepted is off. Every
 # other check runs on them, invalid queries included.
 ANALYTICS = ("queryAnalytics", "getLinkAnalytics")
+REFUSALS = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx"]
 
 
 def _config(headers: dict[str, str] | None = None) -> schemathesis.Config:
@@ -100,11 +101,16 @@ def _config(headers: dict[str, str] | None = None) -> schemathesis.Config:
             # The key is sent with every request (see the fixtures): schemathesis's own check
             # of requests without it (ignored_auth) covers the 401s.
             "generation": {"max-examples": MAX_EXAMPLES, "with-security-parameters": False},
-            "checks": {"enabled": True},
-            # Building the coverage phase's cases from this document's patterns (classes of a
-            # few thousand refused Unicode characters) takes over ten minutes of CPU here, at
-            # collection time; the examples, fuzzing and stateful phases run.
-            "phases": {"coverage": {"enabled": False}},
+            "checks": {
+                "enabled": True,
+                # A request line too long for the HTTP server is refused by it, with a 414.
+                "negative_data_rejection": {"expected-statuses": [*REFUSALS, "414"]},
+            },
+            # The coverage phase (boundary values of every keyword) for invalid inputs only:
+            # valid ones it builds from patterns alone, so its targets would break the host
+            # policy (see _targets), and building them from this document's patterns (classes
+            # of a few thousand refused characters) takes over ten minutes of CPU here.
+            "phases": {"coverage": {"enabled": True, "generation": {"mode": "negative"}}},
             "operations": [
                 {
                     "include-operation-id": name,

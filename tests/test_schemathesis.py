@@ -17,6 +17,7 @@ import dataclasses
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import hypothesis
@@ -168,7 +169,35 @@ def _cursors() -> st.SearchStrategy[str]:
     return st.one_of(st.just(""), st.integers(1, queries.MAX_ID).map(links.encode_cursor))
 
 
+def _instants() -> st.SearchStrategy[str]:
+    """RFC 3339 instants the API can store and read back, for ``date-time`` (``expires_at``).
+
+    The document states the form and the ±15:59 offset as a pattern, and in prose that the UTC
+    instant falls strictly inside years 1 to 9999 (asyncpg turns the two ends into infinities);
+    schemathesis's own generator favours exactly those ends. So valid instants keep a day away
+    from them, with every separator, fraction and offset the pattern allows.
+    """
+
+    def text(moment: datetime, separator: str, fraction: str, minutes: int, zulu: str) -> str:
+        date = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        time = f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}{fraction}"
+        if minutes == 0 and zulu:
+            return f"{date}{separator}{time}{zulu}"
+        sign = "-" if minutes < 0 else "+"
+        return f"{date}{separator}{time}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+    return st.builds(
+        text,
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+        st.sampled_from(["T", "t", " "]),
+        st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,9}", fullmatch=True)),
+        st.integers(-(15 * 60 + 59), 15 * 60 + 59),
+        st.sampled_from(["Z", "z", ""]),
+    )
+
+
 schemathesis.openapi.format("http-url", _targets())
+schemathesis.openapi.format("date-time", _instants())
 schemathesis.openapi.format("cursor", _cursors())
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-REDIRECTS = Counter("linkedge_redirects_total", "Redirect requests answered, by HTTP status", ["status"])
+REDIRECTS = Counter(
+    "linkedge_redirects_total", "Redirect requests answered, by HTTP status", ["status"]
+)
 CACHE_LOOKUPS = Counter(
     "linkedge_link_lookups_total",
     "Short-code lookups by the tier that answered (local, local_miss, redis, postgres, none)",
@@ -20,23 +22,31 @@ CLICK_FLUSH_EVENTS = Histogram(
     "Click events per flush to Redis",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
 )
-CLICK_FLUSH_ERRORS = Counter("linkedge_click_flush_errors_total", "Click flushes to Redis that failed")
+CLICK_FLUSH_ERRORS = Counter(
+    "linkedge_click_flush_errors_total", "Click flushes to Redis that failed"
+)
 CLICKS_RECORDED = Counter("linkedge_clicks_recorded_total", "Clicks written to Redis")
 CLICKS_SPOOLED = Counter("linkedge_clicks_spooled_total", "Clicks written to the local spool file")
 CLICKS_DROPPED = Counter(
     "linkedge_clicks_dropped_total", "Clicks dropped because memory and spool were full", ["reason"]
 )
 CLICKS_PENDING = Gauge(
-    "linkedge_clicks_pending", "Clicks held in worker memory, not yet in Redis", multiprocess_mode="livesum"
+    "linkedge_clicks_pending",
+    "Clicks held in worker memory, not yet in Redis",
+    multiprocess_mode="livesum",
 )
 COLD_LOOKUPS_REFUSED = Counter(
     "linkedge_cold_lookups_refused_total",
     "Codes in neither the worker's cache nor Redis answered 404 without Postgres: the worker's "
     "budget of cold lookups (COLD_LOOKUPS_PER_SECOND) was spent",
 )
-INVALIDATIONS = Counter("linkedge_cache_invalidations_total", "Link invalidations received over Redis")
+INVALIDATIONS = Counter(
+    "linkedge_cache_invalidations_total", "Link invalidations received over Redis"
+)
 API_REQUESTS = Counter(
-    "linkedge_api_requests_total", "API requests by route template, method and status", ["route", "method", "status"]
+    "linkedge_api_requests_total",
+    "API requests by route template, method and status",
+    ["route", "method", "status"],
 )
 API_LATENCY = Histogram("linkedge_api_request_duration_seconds", "API request latency", ["route"])
 RATE_LIMITED = Counter("linkedge_rate_limited_total", "API requests rejected with 429")

@@ -134,8 +134,12 @@ class Settings:
     analytics_block_ms: int = 1000
     analytics_claim_idle_ms: int = 30_000
     store_raw_ip: bool = False
-    visitor_salt_secret: Secret = Secret("")  # keys the daily visitor-hash salt; random per process if unset
-    aggregator_metrics_port: int = 9101  # /metrics, /healthz, /readyz of the aggregator; 0: a free port
+    visitor_salt_secret: Secret = Secret(
+        ""
+    )  # keys the daily visitor-hash salt; random per process if unset
+    aggregator_metrics_port: int = (
+        9101  # /metrics, /healthz, /readyz of the aggregator; 0: a free port
+    )
     analytics_port: int = 9102  # metrics, health and the analytics read side; 0: a free port
     metrics_host: str = "127.0.0.1"  # address those two ports bind (0.0.0.0 in a pod)
     analytics_url: str = ""  # where other processes reach analytics (reconcile with embedded chdb)

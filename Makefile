@@ -20,13 +20,20 @@ LOADTEST_ENV   ?= $(or $(LINKEDGE_HOME),.linkedge)/run.env
 LOADTEST_LINKS ?= 2000
 LOCUST_ARGS    ?=
 
-.PHONY: run test install dev clean reset bench loadtest lock
+.PHONY: run test lint install dev clean reset bench loadtest lock
 
 run: $(RUN_STAMP)
 	exec $(BIN)/linkedge up
 
-test: $(DEV_STAMP) $(PROMTOOL) $(CHROMIUM)
+test: $(DEV_STAMP) $(PROMTOOL) $(CHROMIUM) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Part of the build: a lint or type error fails `make test` (and CI) before any test runs.
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy linkedge edge aggregator analytics
+	$(BIN)/mypy -p loadtest
 
 bench: $(DEV_STAMP)  # redirect/API/pipeline figures vs bare Granian and nginx; needs wrk (see BENCHMARKS.md)
 	$(BIN)/python -m loadtest.bench.run

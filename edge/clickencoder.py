@@ -119,7 +119,10 @@ class ClickEncoder:
         self._tails_bytes = 0  # what the remembered header sets hold (``tail_cost``)
         self._fields: dict[tuple[int, bool], str] = {}  # counter fields of the day, by (link, bot)
         self._fields_max = links_kept
-        self._second, self._day = -1, ""  # the UTC day of the last second seen
+        # The UTC day of the last second seen; None before the first (a sentinel second such as
+        # -1 would be taken for 1969-12-31T23:59:59 and leave the day empty).
+        self._second: int | None = None
+        self._day = ""
         self._counts: Counts = {}  # the open batch of record()
         self._events: list[bytes] = []
         self.limit = sys.maxsize  # record() says the batch is full from this many clicks on

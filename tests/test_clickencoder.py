@@ -348,3 +348,11 @@ def test_auto_without_the_c_module_warns_and_says_why(
     with caplog.at_level("WARNING", logger="linkedge.edge"):
         assert clickencoder.kind_of(new_encoder(TRUSTED, "python")) == "python"
     assert not caplog.records  # asked for by name: nothing to warn about
+
+
+def test_a_click_in_the_second_before_the_epoch_counts_on_its_day() -> None:
+    """ts -1.0 is 1969-12-31T23:59:59: the Python encoder once took its second for the 'nothing
+    seen yet' sentinel and counted the click under an empty day (found by Hypothesis)."""
+    scope = {"headers": [(b"user-agent", CHROME)], "client": ("1.2.3.4", 1)}
+    _, counts = run_both(*pair(), [(-1.0, LINKS[0], scope, "https://e/")])
+    assert counts == {"1:19691231:h": 1}

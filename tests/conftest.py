@@ -9,6 +9,7 @@ server with a warm cache stays correct between tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -254,6 +255,50 @@ class Edge:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=10, **kwargs)
+
+
+@contextlib.contextmanager
+def analytics_pipeline(
+    stores: Stores, redis_url: str, tmp: Path, *, aggregator: bool = True, **env: str
+) -> Iterator[tuple[Edge, str]]:
+    """Analytics (its own embedded ClickHouse under ``tmp``), the aggregator when asked, and a
+    one-worker edge that reaches analytics, on free ports, against ``redis_url`` and the test
+    Postgres; yields the edge and analytics' URL, and stops them all on exit."""
+    analytics_port, edge_port = free_port(), free_port()
+    analytics_url = f"http://127.0.0.1:{analytics_port}"
+    base = stores.env(
+        REDIS_URL=redis_url,
+        CLICKHOUSE_URL=f"chdb://{tmp / 'clickhouse'}",
+        ANALYTICS_URL=analytics_url,
+        ANALYTICS_PORT=str(analytics_port),
+        AGGREGATOR_METRICS_PORT="0",
+        PORT=str(edge_port),
+        EDGE_WORKERS="1",
+        LOG_LEVEL="INFO",
+        **env,
+    )
+    processes: list[Process] = []
+
+    def start(name: str, **extra: str) -> Process:
+        command = [sys.executable, "-m", "linkedge.cli", name]
+        processes.append(Process(command, {**base, **extra}, tmp / f"{name}.log"))
+        return processes[-1]
+
+    try:
+        analytics = start("analytics")
+        if aggregator:
+            start("aggregator")
+        # The edge's own metrics directory, which it wipes at start: a process that shared it
+        # would lose its files mid-write.
+        edge_process = start("edge", PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"))
+        wait_http(f"{analytics_url}/healthz", analytics, timeout=60)
+        edge = Edge(url=f"http://127.0.0.1:{edge_port}", process=edge_process, workers=1)
+        wait_http(f"{edge.url}/healthz", edge_process)
+        wait_workers(edge_process, 1)
+        yield edge, analytics_url
+    finally:
+        for process in processes:
+            process.stop()
 
 
 @pytest.fixture

@@ -32,11 +32,9 @@ from conftest import (
     ANALYTICS_TOKEN,
     ROOT,
     Edge,
-    Process,
     Stores,
+    analytics_pipeline,
     run,
-    wait_http,
-    wait_workers,
 )
 
 from linkedge import apikeys
@@ -152,39 +150,16 @@ def world(
     stores: Stores, own_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("analytics-query")
-    analytics_port, edge_port = free_port(), free_port()
-    analytics_url = f"http://127.0.0.1:{analytics_port}"
-    env = stores.env(
-        REDIS_URL=own_redis.url,
-        CLICKHOUSE_URL=f"chdb://{tmp / 'clickhouse'}",
-        ANALYTICS_URL=analytics_url,
-        ANALYTICS_PORT=str(analytics_port),
+    with analytics_pipeline(
+        stores,
+        own_redis.url,
+        tmp,
         ANALYTICS_BLOCK_MS="200",
         AGGREGATE_INTERVAL_S="0.2",
-        AGGREGATOR_METRICS_PORT="0",
         VISITOR_SALT_SECRET="analytics-query-test",
         TRUSTED_PROXIES="127.0.0.1",
         RATE_LIMIT_BURST="100000",
-        PORT=str(edge_port),
-        EDGE_WORKERS="1",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"),
-    )
-    processes: list[Process] = []
-
-    def start(name: str, **extra: str) -> Process:
-        command = [sys.executable, "-m", "linkedge.cli", name]
-        process = Process(command, {**env, **extra}, tmp / f"{name}.log")
-        processes.append(process)
-        return process
-
-    try:
-        analytics = start("analytics")
-        start("aggregator")
-        edge_process = start("edge", LOG_LEVEL="INFO")
-        wait_http(f"{analytics_url}/healthz", analytics, timeout=60)
-        edge = Edge(url=f"http://127.0.0.1:{edge_port}", process=edge_process, workers=1)
-        wait_http(f"{edge.url}/healthz", edge_process)
-        wait_workers(edge_process, 1)
+    ) as (edge, analytics_url):
         suffix = uuid.uuid4().hex[:8]
         account_a, account_b = f"aq-a-{suffix}", f"aq-b-{suffix}"
         key = _new_key(stores.database_url, account_a, apikeys.SCOPES)
@@ -208,9 +183,6 @@ def world(
         _send(edge.url, world.codes)
         _wait_counted(world)
         yield world
-    finally:
-        for process in processes:
-            process.stop()
 
 
 def _wait_counted(world: World, timeout: float = 60.0) -> None:

@@ -14,7 +14,6 @@ key refused, a deleted link gone, a created one there. One exception, stated at 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -23,12 +22,12 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
-from conftest import Account, Process, Stores, wait_http, wait_workers
+from conftest import Account, Stores, analytics_pipeline
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from edge.api import links, openapi, queries
-from linkedge.embedded import EmbeddedRedis, free_port
+from linkedge.embedded import EmbeddedRedis
 
 API = "/api/v1"
 SESSIONS = 5
@@ -52,38 +51,15 @@ def api(
     stores: Stores, own_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp("schemathesis")
-    analytics_port, edge_port = free_port(), free_port()
-    analytics_url = f"http://127.0.0.1:{analytics_port}"
-    env = stores.env(
-        REDIS_URL=own_redis.url,
-        CLICKHOUSE_URL=f"chdb://{tmp / 'clickhouse'}",
-        ANALYTICS_URL=analytics_url,
-        ANALYTICS_PORT=str(analytics_port),
+    with analytics_pipeline(
+        stores,
+        own_redis.url,
+        tmp,
+        aggregator=False,
         RATE_LIMIT_BURST="1000000",
         RATE_LIMIT_PER_MINUTE="1000000",
-        PORT=str(edge_port),
-        EDGE_WORKERS="1",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"),
-    )
-    processes: list[Process] = []
-
-    def start(name: str, **extra: str) -> Process:
-        command = [sys.executable, "-m", "linkedge.cli", name]
-        process = Process(command, {**env, **extra}, tmp / f"{name}.log")
-        processes.append(process)
-        return process
-
-    try:
-        analytics = start("analytics")
-        edge = start("edge", LOG_LEVEL="INFO")
-        wait_http(f"{analytics_url}/healthz", analytics, timeout=60)
-        url = f"http://127.0.0.1:{edge_port}"
-        wait_http(f"{url}/healthz", edge)
-        wait_workers(edge, 1)
-        yield Api(url=url)
-    finally:
-        for process in processes:
-            process.stop()
+    ) as (edge, _analytics_url):
+        yield Api(url=edge.url)
 
 
 # The analytics query's rules across fields (order_by names only the query's own metrics and
